@@ -1,0 +1,61 @@
+// Op interface: every model calls these free functions and nothing lower.
+// Each op dispatches on the tensors' device (only CPU exists today; a CUDA backend adds
+// ops/cuda/*.cu behind the same signatures). Activations are f32; weights may be
+// f32/f16/bf16 (kept compact; the backend converts or uses native low-precision kernels).
+// Shapes follow PyTorch: NCHW activations, OIHW conv weights, [out, in] linear weights.
+#pragma once
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace easel::ops {
+
+// Threads used by the CPU backend (0 = all cores).
+void set_num_threads(int n);
+int num_threads();
+
+// Matmul precision for large ops: F32 (exact, used by parity tests) or BF16
+// (bf16 inputs, f32 accumulation; ~3x faster on CPUs with AVX512-BF16/AMX).
+void set_compute_dtype(DType t);
+DType compute_dtype();
+
+// y = x @ w^T + b.  x [..., K], w [N, K], b [N] or undefined -> [..., N]
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+// Batched matmul c = a @ (trans_b ? b^T : b).  a [B, M, K], b [B, K, N] or [B, N, K] -> [B, M, N]
+Tensor bmm(const Tensor& a, const Tensor& b, bool trans_b);
+// 2-d convolution, zero padding.  x [N, C, H, W], w [O, C, kh, kw], b [O] or undefined
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad);
+
+// Group norm over (C/groups, H, W) per sample, then affine. x [N, C, ...]; optional fused SiLU.
+Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                  bool silu = false);
+// Layer norm over the last dim.  x [..., C]
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
+
+// Scaled dot-product attention, scale 1/sqrt(D), heads packed in the channel dim.
+// q [B, Lq, H*D], k/v [B, Lk, H*D] -> [B, Lq, H*D]. causal masks j > i.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal = false);
+
+// Elementwise (return new tensors; *_ variants work in place).
+Tensor silu(const Tensor& x);
+Tensor gelu(const Tensor& x);        // erf form (torch default)
+Tensor gelu_tanh(const Tensor& x);   // tanh approximation
+Tensor quick_gelu(const Tensor& x);  // x * sigmoid(1.702 x) (OpenAI CLIP)
+// GEGLU: x [..., 2N] -> x[..., :N] * gelu(x[..., N:])
+Tensor geglu(const Tensor& x);
+Tensor add(const Tensor& a, const Tensor& b);  // same numel
+void add_(Tensor& a, const Tensor& b);         // a += b (same numel)
+Tensor scale(const Tensor& x, float s);
+// x [N, C, H, W] += b [N, C] broadcast over H, W (time embedding into a ResBlock).
+void add_channel_bias_(Tensor& x, const Tensor& b);
+Tensor softmax(const Tensor& x);  // over the last dim
+
+// Layout / shape ops.
+Tensor concat(const std::vector<Tensor>& xs, int dim);
+Tensor upsample_nearest2x(const Tensor& x);  // [N, C, H, W] -> [N, C, 2H, 2W]
+Tensor nchw_to_nlc(const Tensor& x);         // [N, C, H, W] -> [N, H*W, C]
+Tensor nlc_to_nchw(const Tensor& x, int64_t h, int64_t w);  // [N, H*W, C] -> [N, C, H, W]
+// Rows of table for each id.  table [V, C], ids (i64 or i32) [n...] -> [n..., C]
+Tensor embedding(const Tensor& table, const Tensor& ids);
+
+}  // namespace easel::ops
