@@ -1,0 +1,341 @@
+#include "io/diffusers_folder.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "io/checkpoint.h"
+
+namespace easel {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+const char* kWhere = "diffusers";
+
+json read_json(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) fail(kWhere, file + ": file not found");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    fail(kWhere, file + ": malformed JSON: " + e.what());
+  }
+  if (!j.is_object()) fail(kWhere, file + ": expected a JSON object at the top level");
+  return j;
+}
+
+[[noreturn]] void bad_field(const std::string& file, const std::string& name, const char* expected, const json& v) {
+  fail(kWhere, file + ": field '" + name + "' should be " + expected + ", got " + v.dump());
+}
+
+// Reads j[name] into `out` when present and not null; type errors name the file and field.
+void get(const json& j, const std::string& file, const std::string& name, int& out) {
+  if (!j.contains(name) || j[name].is_null()) return;
+  const json& v = j[name];
+  if (!v.is_number_integer()) bad_field(file, name, "an integer", v);
+  out = v.get<int>();
+}
+void get(const json& j, const std::string& file, const std::string& name, float& out) {
+  if (!j.contains(name) || j[name].is_null()) return;
+  const json& v = j[name];
+  if (!v.is_number()) bad_field(file, name, "a number", v);
+  out = v.get<float>();
+}
+void get(const json& j, const std::string& file, const std::string& name, bool& out) {
+  if (!j.contains(name) || j[name].is_null()) return;
+  const json& v = j[name];
+  if (!v.is_boolean()) bad_field(file, name, "true or false", v);
+  out = v.get<bool>();
+}
+void get(const json& j, const std::string& file, const std::string& name, std::string& out) {
+  if (!j.contains(name) || j[name].is_null()) return;
+  const json& v = j[name];
+  if (!v.is_string()) bad_field(file, name, "a string", v);
+  out = v.get<std::string>();
+}
+void get(const json& j, const std::string& file, const std::string& name, std::vector<std::string>& out) {
+  if (!j.contains(name) || j[name].is_null()) return;
+  const json& v = j[name];
+  if (!v.is_array()) bad_field(file, name, "a list of strings", v);
+  out.clear();
+  for (auto& e : v) {
+    if (!e.is_string()) bad_field(file, name, "a list of strings", v);
+    out.push_back(e.get<std::string>());
+  }
+}
+// An int list, or a single int repeated `n` times (diffusers accepts both).
+void get_int_list(const json& j, const std::string& file, const std::string& name, size_t n, std::vector<int>& out) {
+  if (!j.contains(name) || j[name].is_null()) return;
+  const json& v = j[name];
+  if (v.is_number_integer()) {
+    out.assign(n, v.get<int>());
+    return;
+  }
+  if (!v.is_array()) bad_field(file, name, "an integer or a list of integers", v);
+  out.clear();
+  for (auto& e : v) {
+    if (!e.is_number_integer()) bad_field(file, name, "an integer or a list of integers", v);
+    out.push_back(e.get<int>());
+  }
+  if (out.size() != n)
+    fail(kWhere, file + ": field '" + name + "' has " + std::to_string(out.size()) + " entries, expected " +
+                     std::to_string(n) + " (one per block)");
+}
+
+bool path_exists(const fs::path& p) {
+  std::error_code ec;
+  return fs::exists(p, ec);
+}
+
+// Merges the tensors of `from` into `into`.
+void merge(WeightStore& into, WeightStore&& from) {
+  for (auto& [k, t] : from.tensors) into.tensors[k] = t;
+  for (auto& [k, v] : from.metadata) into.metadata[k] = v;
+}
+
+WeightStore load_sharded(const fs::path& index_file) {
+  const std::string file = index_file.string();
+  json j = read_json(file);
+  if (!j.contains("weight_map") || !j["weight_map"].is_object())
+    fail(kWhere, file + ": field 'weight_map' is missing or not an object");
+  std::set<std::string> shards;
+  for (auto& [key, v] : j["weight_map"].items()) {
+    if (!v.is_string()) bad_field(file, "weight_map." + key, "a file name", v);
+    shards.insert(v.get<std::string>());
+  }
+  WeightStore out;
+  out.source = file;
+  for (auto& shard : shards) merge(out, load_weights((index_file.parent_path() / shard).string()));
+  for (auto& [key, v] : j["weight_map"].items())
+    if (!out.has(key)) fail(kWhere, file + ": tensor '" + key + "' listed in weight_map is not in " + v.get<std::string>());
+  return out;
+}
+
+// Older diffusers VAE attention names (query/key/value/proj_attn) -> current ones.
+WeightStore modernise_vae_names(const WeightStore& v) {
+  static const std::vector<std::pair<std::string, std::string>> renames = {
+      {".query.", ".to_q."}, {".key.", ".to_k."}, {".value.", ".to_v."}, {".proj_attn.", ".to_out.0."}};
+  WeightStore out;
+  out.source = v.source;
+  out.metadata = v.metadata;
+  for (auto& [k, t] : v.tensors) {
+    std::string key = k;
+    if (key.find(".attentions.") != std::string::npos)
+      for (auto& [from, to] : renames) {
+        size_t p = key.find(from);
+        if (p != std::string::npos) key = key.substr(0, p) + to + key.substr(p + from.size());
+      }
+    out.tensors[key] = t;
+  }
+  return out;
+}
+
+// "text_model.X" -> "X" (transformers 4 saves the level, transformers 5 does not).
+WeightStore strip_text_model(const WeightStore& te) {
+  WeightStore out;
+  out.source = te.source;
+  out.metadata = te.metadata;
+  const std::string p = "text_model.";
+  for (auto& [k, t] : te.tensors) {
+    std::string key = k.compare(0, p.size(), p) == 0 ? k.substr(p.size()) : k;
+    if (key == "embeddings.position_ids") continue;  // a buffer, not a weight
+    out.tensors[key] = t;
+  }
+  return out;
+}
+
+// Pad token id from tokenizer_config.json / special_tokens_map.json ("!" for SD2 = id 0).
+int read_pad_token_id(const fs::path& tok_dir, int fallback) {
+  for (const char* name : {"tokenizer_config.json", "special_tokens_map.json"}) {
+    fs::path f = tok_dir / name;
+    if (!path_exists(f)) continue;
+    json j = read_json(f.string());
+    if (!j.contains("pad_token") || j["pad_token"].is_null()) continue;
+    const json& p = j["pad_token"];
+    std::string tok = p.is_string() ? p.get<std::string>()
+                    : p.is_object() && p.contains("content") && p["content"].is_string() ? p["content"].get<std::string>()
+                                                                                          : "";
+    if (tok.empty()) bad_field(f.string(), "pad_token", "a token string", p);
+    fs::path vocab = tok_dir / "vocab.json";
+    if (path_exists(vocab)) {
+      json v = read_json(vocab.string());
+      if (v.contains(tok) && v[tok].is_number_integer()) return v[tok].get<int>();
+    }
+    if (tok == "<|endoftext|>") return 49407;
+    if (tok == "!") return 0;
+    fail(kWhere, f.string() + ": pad_token '" + tok + "' is not in the vocabulary");
+  }
+  return fallback;
+}
+
+}  // namespace
+
+bool is_diffusers_folder(const std::string& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec) && path_exists(fs::path(path) / "model_index.json");
+}
+
+UNetConfig parse_unet_config(const std::string& file) {
+  json j = read_json(file);
+  UNetConfig c;
+  for (const char* unsupported : {"addition_embed_type", "class_embed_type", "encoder_hid_dim_type", "time_cond_proj_dim"})
+    if (j.contains(unsupported) && !j[unsupported].is_null())
+      fail(kWhere, file + ": field '" + std::string(unsupported) + "' = " + j[unsupported].dump() +
+                       " is not supported (only SD1.x/SD2.x UNets)");
+  get(j, file, "in_channels", c.in_channels);
+  get(j, file, "out_channels", c.out_channels);
+  get(j, file, "sample_size", c.sample_size);
+  if (j.contains("block_out_channels")) {
+    c.block_out_channels.clear();
+    get_int_list(j, file, "block_out_channels", j["block_out_channels"].is_array() ? j["block_out_channels"].size() : 0,
+                 c.block_out_channels);
+  }
+  const size_t n = c.block_out_channels.size();
+  if (n == 0) fail(kWhere, file + ": field 'block_out_channels' is empty");
+  get(j, file, "down_block_types", c.down_block_types);
+  get(j, file, "up_block_types", c.up_block_types);
+  if (c.down_block_types.size() != n || c.up_block_types.size() != n)
+    fail(kWhere, file + ": down_block_types/up_block_types need " + std::to_string(n) + " entries (block_out_channels)");
+  for (auto& t : c.down_block_types)
+    if (t != "CrossAttnDownBlock2D" && t != "DownBlock2D") fail(kWhere, file + ": unsupported down block type '" + t + "'");
+  for (auto& t : c.up_block_types)
+    if (t != "CrossAttnUpBlock2D" && t != "UpBlock2D") fail(kWhere, file + ": unsupported up block type '" + t + "'");
+  get(j, file, "layers_per_block", c.layers_per_block);
+  c.attention_head_dim.assign(n, 8);
+  get_int_list(j, file, "attention_head_dim", n, c.attention_head_dim);
+  c.num_attention_heads.clear();
+  get_int_list(j, file, "num_attention_heads", n, c.num_attention_heads);
+  c.transformer_layers_per_block.assign(n, 1);
+  get_int_list(j, file, "transformer_layers_per_block", n, c.transformer_layers_per_block);
+  get(j, file, "cross_attention_dim", c.cross_attention_dim);
+  get(j, file, "use_linear_projection", c.use_linear_projection);
+  get(j, file, "norm_num_groups", c.norm_num_groups);
+  get(j, file, "norm_eps", c.norm_eps);
+  get(j, file, "flip_sin_to_cos", c.flip_sin_to_cos);
+  get(j, file, "freq_shift", c.freq_shift);
+  if (c.layers_per_block < 1) fail(kWhere, file + ": field 'layers_per_block' must be >= 1");
+  return c;
+}
+
+VAEConfig parse_vae_config(const std::string& file) {
+  json j = read_json(file);
+  VAEConfig c;
+  get(j, file, "in_channels", c.in_channels);
+  get(j, file, "out_channels", c.out_channels);
+  get(j, file, "latent_channels", c.latent_channels);
+  if (j.contains("block_out_channels")) {
+    const json& b = j["block_out_channels"];
+    get_int_list(j, file, "block_out_channels", b.is_array() ? b.size() : 0, c.block_out_channels);
+  }
+  if (c.block_out_channels.empty()) fail(kWhere, file + ": field 'block_out_channels' is empty");
+  get(j, file, "layers_per_block", c.layers_per_block);
+  get(j, file, "norm_num_groups", c.norm_num_groups);
+  get(j, file, "scaling_factor", c.scaling_factor);
+  return c;
+}
+
+TextEncoderConfig parse_text_encoder_config(const std::string& file) {
+  json root = read_json(file);
+  const json& j = root.contains("text_config") && root["text_config"].is_object() ? root["text_config"] : root;
+  TextEncoderConfig c;
+  get(j, file, "vocab_size", c.vocab_size);
+  get(j, file, "hidden_size", c.hidden_size);
+  get(j, file, "intermediate_size", c.intermediate_size);
+  get(j, file, "num_hidden_layers", c.num_hidden_layers);
+  get(j, file, "num_attention_heads", c.num_attention_heads);
+  get(j, file, "max_position_embeddings", c.max_position_embeddings);
+  get(j, file, "hidden_act", c.hidden_act);
+  get(j, file, "layer_norm_eps", c.layer_norm_eps);
+  c.projection_dim = 0;  // CLIPTextModel has no projection; SDXL's bigG will set it.
+  if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
+    fail(kWhere, file + ": field 'hidden_act' = '" + c.hidden_act + "' is not supported (quick_gelu or gelu)");
+  if (c.num_attention_heads < 1 || c.hidden_size % c.num_attention_heads != 0)
+    fail(kWhere, file + ": hidden_size " + std::to_string(c.hidden_size) + " is not divisible by num_attention_heads " +
+                     std::to_string(c.num_attention_heads));
+  return c;
+}
+
+SchedulerConfig parse_scheduler_config(const std::string& file) {
+  json j = read_json(file);
+  SchedulerConfig c;
+  get(j, file, "num_train_timesteps", c.num_train_timesteps);
+  get(j, file, "beta_start", c.beta_start);
+  get(j, file, "beta_end", c.beta_end);
+  get(j, file, "beta_schedule", c.beta_schedule);
+  get(j, file, "prediction_type", c.prediction_type);
+  get(j, file, "timestep_spacing", c.timestep_spacing);
+  get(j, file, "steps_offset", c.steps_offset);
+  get(j, file, "set_alpha_to_one", c.set_alpha_to_one);
+  get(j, file, "clip_sample", c.clip_sample);
+  get(j, file, "interpolation_type", c.interpolation_type);
+  get(j, file, "use_karras_sigmas", c.use_karras_sigmas);
+  get(j, file, "final_sigmas_type", c.final_sigmas_type);
+  get(j, file, "lower_order_final", c.lower_order_final);
+  get(j, file, "euler_at_final", c.euler_at_final);
+  if (c.prediction_type != "epsilon" && c.prediction_type != "v_prediction")
+    fail(kWhere, file + ": field 'prediction_type' = '" + c.prediction_type + "' is not supported (epsilon or v_prediction)");
+  return c;
+}
+
+WeightStore load_part_weights(const std::string& dir, const std::vector<std::string>& stems) {
+  const fs::path d(dir);
+  for (const char* variant : {"", ".fp16"})
+    for (auto& stem : stems)
+      for (const char* ext : {".safetensors", ".bin"}) {
+        fs::path f = d / (stem + variant + ext);
+        if (path_exists(f)) return load_weights(f.string());
+        fs::path idx = d / (stem + variant + ext + ".index.json");
+        if (path_exists(idx)) return load_sharded(idx);
+      }
+  std::string names;
+  for (auto& stem : stems) names += (names.empty() ? "" : ", ") + stem + ".safetensors";
+  fail(kWhere, dir + ": no weights file (" + names + ", .bin or a sharded .index.json)");
+}
+
+void load_diffusers_folder(const std::string& dir, Checkpoint& ck) {
+  const fs::path d(dir);
+  const std::string index_file = (d / "model_index.json").string();
+  json index = read_json(index_file);
+  if (!index.contains("_class_name") || !index["_class_name"].is_string())
+    fail(kWhere, index_file + ": field '_class_name' is missing (not a diffusers pipeline folder)");
+  const std::string cls = index["_class_name"].get<std::string>();
+  if (cls.rfind("StableDiffusionXL", 0) == 0 || cls.rfind("StableDiffusion3", 0) == 0)
+    fail(kWhere, index_file + ": _class_name '" + cls + "' is not supported (only SD1.x/SD2.x pipelines)");
+  if (cls.rfind("StableDiffusion", 0) != 0)
+    fail(kWhere, index_file + ": _class_name '" + cls + "' is not a Stable Diffusion pipeline");
+
+  auto part_dir = [&](const std::string& part) {
+    fs::path p = d / part;
+    std::error_code ec;
+    if (!fs::is_directory(p, ec)) fail(kWhere, dir + ": missing part folder '" + part + "/'");
+    if (!path_exists(p / "config.json")) fail(kWhere, dir + ": missing " + part + "/config.json");
+    return p;
+  };
+  const fs::path unet = part_dir("unet"), vae = part_dir("vae"), te = part_dir("text_encoder");
+
+  ModelConfig& c = ck.config;
+  c.unet = parse_unet_config((unet / "config.json").string());
+  c.vae = parse_vae_config((vae / "config.json").string());
+  c.text = parse_text_encoder_config((te / "config.json").string());
+  fs::path sched = d / "scheduler" / "scheduler_config.json";
+  if (path_exists(sched)) c.scheduler = parse_scheduler_config(sched.string());
+  // SD2 = OpenCLIP text encoder (gelu) / 1024-dim cross-attention; SD1 = CLIP-L (quick_gelu).
+  c.family = (c.text.hidden_act == "gelu" || c.unet.cross_attention_dim == 1024) ? "sd2" : "sd1";
+  if (c.unet.cross_attention_dim != c.text.hidden_size)
+    fail(kWhere, dir + ": unet/config.json cross_attention_dim " + std::to_string(c.unet.cross_attention_dim) +
+                     " does not match text_encoder/config.json hidden_size " + std::to_string(c.text.hidden_size));
+
+  ck.unet = load_part_weights(unet.string(), {"diffusion_pytorch_model"});
+  ck.vae = modernise_vae_names(load_part_weights(vae.string(), {"diffusion_pytorch_model"}));
+  ck.text_encoder = strip_text_model(load_part_weights(te.string(), {"model", "pytorch_model"}));
+
+  const fs::path tok = d / "tokenizer";
+  ck.tokenizer_dir = path_exists(tok / "vocab.json") && path_exists(tok / "merges.txt") ? tok.string() : "";
+  c.pad_token_id = read_pad_token_id(tok, c.family == "sd2" ? 0 : 49407);
+}
+
+}  // namespace easel

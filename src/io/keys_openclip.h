@@ -1,0 +1,24 @@
+// Key table: OpenCLIP text tower (SD2's cond_stage_model.model.*) -> transformers
+// CLIPTextModel names without the "text_model." level. The fused attention projection
+// in_proj_weight [3C, C] is split into q/k/v_proj [C, C] each (copies).
+//   https://github.com/huggingface/diffusers/blob/main/src/diffusers/loaders/single_file_utils.py
+//   (convert_open_clip_checkpoint)
+#pragma once
+#include <string>
+#include <vector>
+
+#include "io/weights.h"
+
+namespace easel::keys {
+
+// Number of transformer.resblocks.N in an OpenCLIP store (keys without "cond_stage_model.model.").
+int openclip_layers(const WeightStore& src);
+
+// Converts the first `keep_layers` resblocks plus the embeddings and ln_final. Resblocks past
+// keep_layers, text_projection and logit_scale are dropped silently (SD2 conditions on the
+// penultimate layer, so diffusers keeps 23 of 24 layers); other keys go to `unknown` as
+// report_prefix + key.
+WeightStore openclip_to_hf(const WeightStore& src, int keep_layers, std::vector<std::string>& unknown,
+                           const std::string& report_prefix);
+
+}  // namespace easel::keys
