@@ -1,0 +1,95 @@
+// UNet2DConditionModel (SD1.x / SD2.x), diffusers naming.
+//   https://github.com/huggingface/diffusers/blob/main/src/diffusers/models/unets/unet_2d_condition.py
+//   https://github.com/huggingface/diffusers/blob/main/src/diffusers/models/unets/unet_2d_blocks.py
+// Paper: Rombach et al., https://arxiv.org/abs/2112.10752
+// The down/mid blocks are separate structs so the ControlNet (a copy of the encoder half)
+// can reuse them.
+#pragma once
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "models/blocks.h"
+#include "models/config.h"
+
+namespace easel {
+
+// Debug/test hook: called with a diffusers module name ("down_blocks.0.resnets.1") and its output.
+using UNetTrace = std::function<void(const std::string& name, const Tensor& out)>;
+
+// CrossAttnDownBlock2D (with attentions) or DownBlock2D (without).
+struct UNetDownBlock {
+  std::vector<ResnetBlock2D> resnets;
+  std::vector<Transformer2DModel> attentions;  // empty for DownBlock2D
+  std::optional<Downsample2D> downsampler;     // "downsamplers.0"
+  // level: index into the per-level config lists.
+  void load(const WeightStore& w, const std::string& prefix, const UNetConfig& cfg, size_t level, int64_t in,
+            int64_t out, int64_t temb_channels);
+  // x [B, in, H, W] -> [B, out, H', W']; appends every output (resnet/attention pair, then the
+  // downsampler's) to `skips`. `intrablock` (T2I-Adapter feature, may be null) is added after the
+  // last resnet/attention pair, as diffusers' down_intrablock_additional_residuals.
+  Tensor forward(Tensor x, const Tensor& temb_act, const Tensor& context, std::vector<Tensor>& skips,
+                 const Tensor* intrablock = nullptr, const UNetTrace* trace = nullptr,
+                 const std::string& name = "") const;
+};
+
+// UNetMidBlock2DCrossAttn: resnets[0], then (attentions[i], resnets[i+1]) pairs.
+struct UNetMidBlock {
+  std::vector<ResnetBlock2D> resnets;
+  std::vector<Transformer2DModel> attentions;
+  void load(const WeightStore& w, const std::string& prefix, const UNetConfig& cfg, int64_t channels,
+            int64_t temb_channels);
+  Tensor forward(Tensor x, const Tensor& temb_act, const Tensor& context, const UNetTrace* trace = nullptr,
+                 const std::string& name = "") const;  // [B, C, h, w]
+};
+
+// CrossAttnUpBlock2D / UpBlock2D: each resnet takes concat(x, skip) along channels.
+struct UNetUpBlock {
+  std::vector<ResnetBlock2D> resnets;
+  std::vector<Transformer2DModel> attentions;  // empty for UpBlock2D
+  std::optional<Upsample2D> upsampler;         // "upsamplers.0"
+  void load(const WeightStore& w, const std::string& prefix, const UNetConfig& cfg, size_t level, int64_t in,
+            int64_t out, int64_t prev_out, int64_t temb_channels, bool add_upsample);
+  // Pops one skip per resnet from the back of `skips`.
+  Tensor forward(Tensor x, const Tensor& temb_act, const Tensor& context, std::vector<Tensor>& skips,
+                 const UNetTrace* trace = nullptr, const std::string& name = "") const;
+};
+
+// Optional inputs beyond (sample, t, context). Hooks for later features.
+struct UNetExtras {
+  // ControlNet: one residual per skip connection (conv_in + every down-block output: 12 for SD)
+  // added to the skips, and one added to the mid-block output (diffusers'
+  // down_block_additional_residuals / mid_block_additional_residual). Already scaled.
+  const std::vector<Tensor>* down_residuals = nullptr;
+  const Tensor* mid_residual = nullptr;
+  // T2I-Adapter: one feature per down block, added inside it (down_intrablock_additional_residuals).
+  const std::vector<Tensor>* down_intrablock = nullptr;
+  // SDXL added conditioning (addition_embed_type "text_time"): pooled text embeds [B, 1280] and
+  // time ids [B, 6]. Not implemented yet: add_time_proj + add_embedding.linear_1/2 into temb.
+  const Tensor* text_embeds = nullptr;
+  const Tensor* time_ids = nullptr;
+  // Called with every block's output under its diffusers module name (tests, debugging).
+  UNetTrace trace;
+};
+
+struct UNet2DConditionModel {
+  UNetConfig config;
+  TimestepEmbedding time_embedding;  // [4*C0, C0] -> [4*C0, 4*C0]
+  nn::Conv2d conv_in;                // [C0, in_channels, 3, 3]
+  std::vector<UNetDownBlock> down_blocks;
+  UNetMidBlock mid_block;
+  std::vector<UNetUpBlock> up_blocks;
+  nn::GroupNorm conv_norm_out;  // [C0]
+  nn::Conv2d conv_out;          // [out_channels, C0, 3, 3]
+
+  void load(const WeightStore& w, const UNetConfig& cfg);
+  // time_proj + time_embedding: one timestep per batch item -> [B, 4*C0] (before the SiLU).
+  Tensor time_embed(const std::vector<float>& timesteps) const;
+  // sample [B, in, h, w]; timesteps: one per batch item (or one for all); context [B, L, cross_dim]
+  // -> [B, out, h, w]. h and w must be divisible by 2^(levels-1).
+  Tensor forward(const Tensor& sample, const std::vector<float>& timesteps, const Tensor& context,
+                 const UNetExtras* extras = nullptr) const;
+};
+
+}  // namespace easel
