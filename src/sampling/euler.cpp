@@ -1,0 +1,129 @@
+// Euler and Euler-ancestral samplers (Karras et al. 2022, https://arxiv.org/abs/2206.00364),
+// reproducing diffusers' EulerDiscreteScheduler / EulerAncestralDiscreteScheduler:
+// https://github.com/huggingface/diffusers/blob/main/src/diffusers/schedulers/scheduling_euler_discrete.py
+// Euler-ancestral with karras sigmas (not offered by diffusers) uses EulerDiscrete's karras table.
+#pragma GCC optimize("fp-contract=off")
+#include <algorithm>
+#include <cmath>
+
+#include "sampling/schedule_math.h"
+#include "sampling/schedulers.h"
+
+namespace easel::sched {
+namespace {
+
+class EulerScheduler : public Scheduler {
+ public:
+  EulerScheduler(const SchedulerConfig& cfg, bool ancestral) : Scheduler(cfg), ancestral_(ancestral) {
+    if (cfg_.interpolation_type != "linear")
+      fail("scheduler", "interpolation_type '" + cfg_.interpolation_type + "' is not supported (linear)");
+    if (cfg_.final_sigmas_type != "zero" && cfg_.final_sigmas_type != "sigma_min")
+      fail("scheduler", "final_sigmas_type '" + cfg_.final_sigmas_type + "' is not supported");
+  }
+
+  void set_timesteps(int n) override {
+    EASEL_CHECK(n >= 1, "scheduler", "num_inference_steps must be >= 1");
+    const int T = cfg_.num_train_timesteps;
+    // Spacing, as float32 timesteps.
+    std::vector<float> ts;
+    if (cfg_.timestep_spacing == "linspace") {
+      for (double v : np_linspace(0, T - 1, n)) ts.push_back((float)v);
+      std::reverse(ts.begin(), ts.end());
+    } else if (cfg_.timestep_spacing == "leading") {
+      const int ratio = T / n;
+      for (int i = n - 1; i >= 0; i--) ts.push_back((float)(i * ratio) + (float)cfg_.steps_offset);
+    } else {  // trailing
+      for (double v : np_arange(T, 0, -(double)T / n)) ts.push_back((float)np_round(v) - 1.0f);
+    }
+    const std::vector<float> train = train_sigmas(alphas_cumprod_);
+    const std::vector<float> logs = log_sigmas(train);
+    std::vector<double> tsd(ts.begin(), ts.end());
+    std::vector<double> sig = np_interp(tsd, train);
+    if (cfg_.use_karras_sigmas) {
+      sig = karras_sigmas(sig.back(), sig.front(), n);
+      tsd.clear();
+      for (double s : sig) tsd.push_back(sigma_to_t(s, logs));
+    }
+    float last = 0.0f;
+    if (!ancestral_ && cfg_.final_sigmas_type == "sigma_min")
+      last = std::sqrt((1.0f - alphas_cumprod_[0]) / alphas_cumprod_[0]);
+    sigmas_.assign(sig.begin(), sig.end());  // float64 -> float32
+    sigmas_.push_back(last);
+    timesteps_.assign(tsd.begin(), tsd.end());
+  }
+
+  float init_noise_sigma() const override {
+    EASEL_CHECK(!sigmas_.empty(), "scheduler", "init_noise_sigma() before set_timesteps()");
+    const float m = *std::max_element(sigmas_.begin(), sigmas_.end());
+    if (cfg_.timestep_spacing == "linspace" || cfg_.timestep_spacing == "trailing") return m;
+    return std::sqrt(m * m + 1.0f);
+  }
+
+  Tensor scale_model_input(const Tensor& x, size_t i) const override {
+    EASEL_CHECK(i < timesteps_.size(), "scheduler", "scale_model_input: step index out of range");
+    const float sigma = sigmas_[i];
+    const float d = std::sqrt(sigma * sigma + 1.0f);
+    Tensor out = Tensor::empty(x.shape());
+    const float* px = x.f32();
+    float* po = out.f32();
+    for (int64_t k = 0, n = x.numel(); k < n; k++) po[k] = px[k] / d;
+    return out;
+  }
+
+  Tensor step(const Tensor& model_output, size_t i, const Tensor& x, Rng& rng) override {
+    check_step(model_output, i, x);
+    const float sigma = sigmas_[i];
+    const int64_t n = x.numel();
+    const float* s = x.f32();
+    const float* m = model_output.f32();
+    // pred_original_sample
+    denoised_ = Tensor::empty(x.shape());
+    float* pred = denoised_.f32();
+    if (cfg_.prediction_type == "epsilon") {
+      for (int64_t k = 0; k < n; k++) pred[k] = s[k] - sigma * m[k];
+    } else {  // v_prediction
+      const float c_out = -sigma / std::sqrt(sigma * sigma + 1.0f);
+      const float c_skip = sigma * sigma + 1.0f;
+      for (int64_t k = 0; k < n; k++) pred[k] = m[k] * c_out + s[k] / c_skip;
+    }
+    Tensor out = Tensor::empty(x.shape());
+    float* o = out.f32();
+    if (!ancestral_) {
+      // s_churn = 0: sigma_hat = sigma
+      const float dt = sigmas_[i + 1] - sigma;
+      for (int64_t k = 0; k < n; k++) o[k] = s[k] + ((s[k] - pred[k]) / sigma) * dt;
+    } else {
+      const float from = sigma, to = sigmas_[i + 1];
+      const float up = std::sqrt(to * to * (from * from - to * to) / (from * from));
+      const float down = std::sqrt(to * to - up * up);
+      const float dt = down - sigma;
+      for (int64_t k = 0; k < n; k++) o[k] = s[k] + ((s[k] - pred[k]) / sigma) * dt;
+      Tensor noise = rng.randn(x.shape());
+      const float* z = noise.f32();
+      for (int64_t k = 0; k < n; k++) o[k] = o[k] + z[k] * up;
+    }
+    return out;
+  }
+
+  Tensor add_noise(const Tensor& original, const Tensor& noise, size_t i) const override {
+    EASEL_CHECK(i < sigmas_.size(), "scheduler", "add_noise: step index out of range (set_timesteps first?)");
+    EASEL_CHECK(original.shape() == noise.shape(), "scheduler", "add_noise: shapes differ");
+    const float sigma = sigmas_[i];
+    Tensor out = Tensor::empty(original.shape());
+    const float *a = original.f32(), *z = noise.f32();
+    float* o = out.f32();
+    for (int64_t k = 0, n = original.numel(); k < n; k++) o[k] = a[k] + z[k] * sigma;
+    return out;
+  }
+
+ private:
+  bool ancestral_;
+};
+
+}  // namespace
+
+std::unique_ptr<Scheduler> make_euler(const SchedulerConfig& cfg, bool ancestral) {
+  return std::make_unique<EulerScheduler>(cfg, ancestral);
+}
+
+}  // namespace easel::sched

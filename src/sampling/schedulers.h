@@ -1,0 +1,77 @@
+// Noise schedulers reproducing the diffusers classes (0.42) configured from SchedulerConfig:
+//   "euler"    EulerDiscreteScheduler
+//   "euler_a"  EulerAncestralDiscreteScheduler
+//   "ddim"     DDIMScheduler (eta 0)
+//   "dpmpp_2m" DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint)
+// schedule "normal" or "karras" (use_karras_sigmas; not for ddim).
+// https://github.com/huggingface/diffusers/tree/main/src/diffusers/schedulers
+//
+// The pipeline loop is the diffusers loop, with step indices instead of timestep look-ups:
+//   s->set_timesteps(steps);
+//   x = noise * s->init_noise_sigma();                 // txt2img
+//   for (size_t i = begin; i < s->timesteps().size(); i++) {
+//     Tensor in = s->scale_model_input(x, i);
+//     Tensor eps = unet(in, s->timesteps()[i], ...);   // + guidance
+//     x = s->step(eps, i, x, rng);
+//   }
+// img2img: begin = img2img_start_index(*s, steps, strength); x = s->add_noise(init, noise, begin)
+// (diffusers' get_timesteps + set_begin_index). Step indices are absolute (begin, begin+1, ...).
+//
+// Precision follows diffusers: float64 where it uses numpy float64 (interpolated/karras sigmas,
+// timestep conversion), float32 where it uses torch float32 (betas, alphas_cumprod, per-step math).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "models/config.h"
+#include "sampling/rng.h"
+
+namespace easel {
+
+class Scheduler {
+ public:
+  virtual ~Scheduler();
+  // Builds the timestep/sigma tables and resets the multistep state.
+  virtual void set_timesteps(int num_inference_steps) = 0;
+  // Timesteps fed to the UNet, one per step (integers stored as float for ddim/dpm++).
+  const std::vector<float>& timesteps() const { return timesteps_; }
+  // sigmas[i] for each step plus the final one (empty for ddim).
+  const std::vector<float>& sigmas() const { return sigmas_; }
+  // Scale of the initial noise (txt2img latents = noise * init_noise_sigma()).
+  virtual float init_noise_sigma() const { return 1.0f; }
+  // Model input at step i (Euler: x / sqrt(sigma^2 + 1); identity for ddim/dpm++).
+  virtual Tensor scale_model_input(const Tensor& x, size_t step_index) const;
+  // One sampler step from model_output at step i; returns the previous (less noisy) sample.
+  // Ancestral samplers draw their noise from rng (one randn of x's shape per step).
+  virtual Tensor step(const Tensor& model_output, size_t step_index, const Tensor& x, Rng& rng) = 0;
+  // Forward-noises `original` to the noise level of step i (img2img start).
+  virtual Tensor add_noise(const Tensor& original, const Tensor& noise, size_t step_index) const = 0;
+  // Scheduler order (model evaluations per step); 1 for all of these.
+  virtual int order() const { return 1; }
+  // The x0 prediction of the last step() (pred_original_sample / DPM's x0_pred), for previews.
+  const Tensor& last_denoised() const { return denoised_; }
+  // alphas_cumprod [num_train_timesteps] (float32 as torch computes it).
+  const std::vector<float>& alphas_cumprod() const { return alphas_cumprod_; }
+
+ protected:
+  explicit Scheduler(const SchedulerConfig& cfg);
+  SchedulerConfig cfg_;
+  std::vector<float> alphas_cumprod_;
+  std::vector<float> timesteps_, sigmas_;
+  Tensor denoised_;
+  void check_step(const Tensor& model_output, size_t step_index, const Tensor& x) const;
+};
+
+// sampler: "euler" | "euler_a" | "ddim" | "dpmpp_2m"; schedule: "normal" | "karras" (sets
+// use_karras_sigmas, or keeps cfg's value when schedule is empty). Throws easel::Error.
+std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std::string& schedule,
+                                          const SchedulerConfig& cfg);
+
+// First step index for img2img, as StableDiffusionImg2ImgPipeline.get_timesteps:
+// t_start = max(steps - min(int(steps * strength), steps), 0) * order. Call after set_timesteps.
+// strength is a double so that 0.7 behaves as Python's 0.7.
+size_t img2img_start_index(const Scheduler& s, int num_inference_steps, double strength);
+
+}  // namespace easel

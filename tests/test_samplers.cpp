@@ -1,0 +1,176 @@
+// Scheduler parity with diffusers 0.42: timestep/sigma tables (ref_schedules.safetensors) and the
+// model-free 5-step sampler loops (ref_sampler_loop.safetensors, fake model
+// 0.3 * x_in + 0.0005 * t), both from tools/gen_fixtures.py; plus extra configurations (all
+// spacings, linear betas, sigma_min, trailing, img2img) from tools/gen_sampler_extra.py.
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "common.h"
+#include "sampling/rng.h"
+#include "sampling/schedulers.h"
+
+using namespace easel;
+using nlohmann::json;
+
+namespace {
+
+// Python's json writes -Infinity (lambda_min_clipped); nlohmann rejects it.
+json parse_meta(std::string text) {
+  for (size_t p; (p = text.find("Infinity")) != std::string::npos;) text.replace(p, 8, "1e308");
+  return json::parse(text);
+}
+
+SchedulerConfig config_from_json(const json& j) {
+  SchedulerConfig c;
+  c.num_train_timesteps = j.value("num_train_timesteps", c.num_train_timesteps);
+  c.beta_start = j.value("beta_start", c.beta_start);
+  c.beta_end = j.value("beta_end", c.beta_end);
+  c.beta_schedule = j.value("beta_schedule", c.beta_schedule);
+  c.prediction_type = j.value("prediction_type", c.prediction_type);
+  c.timestep_spacing = j.value("timestep_spacing", c.timestep_spacing);
+  c.steps_offset = j.value("steps_offset", c.steps_offset);
+  c.set_alpha_to_one = j.value("set_alpha_to_one", c.set_alpha_to_one);
+  c.clip_sample = j.value("clip_sample", c.clip_sample);
+  c.interpolation_type = j.value("interpolation_type", c.interpolation_type);
+  c.use_karras_sigmas = j.value("use_karras_sigmas", c.use_karras_sigmas);
+  c.final_sigmas_type = j.value("final_sigmas_type", c.final_sigmas_type);
+  c.lower_order_final = j.value("lower_order_final", c.lower_order_final);
+  c.euler_at_final = j.value("euler_at_final", c.euler_at_final);
+  return c;
+}
+
+// "euler_karras" -> ("euler", "karras")
+std::pair<std::string, std::string> split_sampler(const std::string& name) {
+  const std::string suffix = "_karras";
+  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+    return {name.substr(0, name.size() - suffix.size()), "karras"};
+  return {name, "normal"};
+}
+
+Tensor vec_tensor(const std::vector<float>& v) { return Tensor::from_vector(v, {(int64_t)v.size()}); }
+
+double max_rel(const std::vector<float>& a, const Tensor& b) {
+  double m = 0;
+  const float* pb = b.f32();
+  for (size_t i = 0; i < a.size(); i++)
+    m = std::max(m, std::fabs((double)a[i] - pb[i]) / std::max(1e-3, std::fabs((double)pb[i])));
+  return m;
+}
+
+Tensor fake_model(const Tensor& x_in, float t) {  // 0.3 * x_in + 0.0005 * float(t), torch float32
+  Tensor out = Tensor::empty(x_in.shape());
+  const float add = (float)(0.0005 * (double)t);
+  for (int64_t k = 0; k < x_in.numel(); k++) out.f32()[k] = x_in.f32()[k] * 0.3f + add;
+  return out;
+}
+
+const char* kSamplers[] = {"euler", "euler_karras", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras"};
+
+}  // namespace
+
+TEST(Schedules, AlphasCumprodBitExact) {
+  WeightStore ref = test::load_ref("schedulers/ref_schedules.safetensors");
+  for (const char* cfg : {"sd1", "sd2"}) {
+    json j = parse_meta(ref.metadata.at(std::string(cfg) + ".euler.config"));
+    auto s = make_scheduler("euler", "normal", config_from_json(j));
+    const Tensor& want = ref.get(std::string(cfg) + ".alphas_cumprod", {1000});
+    EXPECT_TRUE(test::allclose(vec_tensor(s->alphas_cumprod()), want, 0, 0)) << cfg;
+  }
+}
+
+TEST(Schedules, TimestepsAndSigmasMatchDiffusers) {
+  WeightStore ref = test::load_ref("schedulers/ref_schedules.safetensors");
+  double worst_t = 0, worst_s = 0;
+  for (const char* cfg : {"sd1", "sd2"})
+    for (const char* sampler : kSamplers)
+      for (int n : {1, 2, 5, 20, 30}) {
+        const std::string key = std::string(cfg) + "." + sampler + ".n" + std::to_string(n);
+        json j = parse_meta(ref.metadata.at(std::string(cfg) + "." + sampler + ".config"));
+        auto [name, schedule] = split_sampler(sampler);
+        auto s = make_scheduler(name, schedule, config_from_json(j));
+        s->set_timesteps(n);
+        const Tensor& ts = ref.get(key + ".timesteps");
+        // 1e-6 relative (fp64 numpy vs fp64 here; the float32 rounding dominates).
+        EXPECT_TRUE(test::allclose(vec_tensor(s->timesteps()), ts, 1e-4f, 1e-6f)) << key;
+        worst_t = std::max(worst_t, max_rel(s->timesteps(), ts));
+        if (ref.has(key + ".sigmas")) {
+          const Tensor& sg = ref.get(key + ".sigmas");
+          EXPECT_TRUE(test::allclose(vec_tensor(s->sigmas()), sg, 1e-7f, 1e-6f)) << key;
+          worst_s = std::max(worst_s, max_rel(s->sigmas(), sg));
+        } else {
+          EXPECT_TRUE(s->sigmas().empty()) << key;
+        }
+        const Tensor& ins = ref.get(key + ".init_noise_sigma", {1});
+        EXPECT_NEAR(s->init_noise_sigma(), ins.f32()[0], 1e-6 * std::max(1.0f, ins.f32()[0])) << key;
+      }
+  std::printf("schedules: max rel err timesteps %.3g, sigmas %.3g\n", worst_t, worst_s);
+}
+
+TEST(SamplerLoop, FiveStepsMatchDiffusers) {
+  WeightStore ref = test::load_ref("schedulers/ref_sampler_loop.safetensors");
+  WeightStore sched = test::load_ref("schedulers/ref_schedules.safetensors");
+  const Shape shape = {1, 4, 8, 8};
+  for (const char* cfg : {"sd1", "sd2"})
+    for (const char* sampler : kSamplers) {
+      const std::string p = std::string(cfg) + "." + sampler + ".";
+      json j = parse_meta(sched.metadata.at(p + "config"));
+      auto [name, schedule] = split_sampler(sampler);
+      auto s = make_scheduler(name, schedule, config_from_json(j));
+      s->set_timesteps(5);
+      auto rng = make_rng("torch-cpu", 1234);
+      Tensor noise = rng->randn(shape);
+      ASSERT_TRUE(test::allclose(noise, ref.get(p + "noise", shape), 0, 0)) << p;
+      Tensor x = Tensor::empty(shape);
+      for (int64_t k = 0; k < x.numel(); k++) x.f32()[k] = noise.f32()[k] * s->init_noise_sigma();
+      EXPECT_TRUE(test::allclose(x, ref.get(p + "init", shape), 0, 1e-6f)) << p;
+      ASSERT_EQ(s->timesteps().size(), 5u) << p;
+      double worst = 0;
+      for (size_t i = 0; i < 5; i++) {
+        const std::string si = std::to_string(i);
+        Tensor x_in = s->scale_model_input(x, i);
+        EXPECT_TRUE(test::allclose(x_in, ref.get(p + "x_in_" + si, shape), 1e-6f, 1e-5f)) << p << i;
+        Tensor mo = fake_model(x_in, s->timesteps()[i]);
+        EXPECT_TRUE(test::allclose(mo, ref.get(p + "model_output_" + si, shape), 1e-6f, 1e-5f)) << p << i;
+        x = s->step(mo, i, x, *rng);
+        const Tensor& want = ref.get(p + "step_" + si, shape);
+        // 1e-5: float32 chains of 5 steps; diffusers' own torch ops round differently (libm/VML).
+        EXPECT_TRUE(test::allclose(x, want, 1e-5f, 1e-5f)) << p << "step " << i;
+        if (ref.has(p + "denoised_" + si))
+          EXPECT_TRUE(test::allclose(s->last_denoised(), ref.get(p + "denoised_" + si, shape), 1e-5f, 1e-5f))
+              << p << "denoised " << i;
+        for (int64_t k = 0; k < x.numel(); k++)
+          worst = std::max(worst, (double)std::fabs(x.f32()[k] - want.f32()[k]) / (1.0 + std::fabs(want.f32()[k])));
+      }
+      EXPECT_TRUE(test::allclose(x, ref.get(p + "final", shape), 1e-5f, 1e-5f)) << p;
+      std::printf("loop %-22s max err after each step (abs/(1+|ref|)): %.3g\n", p.c_str(), worst);
+    }
+}
+
+TEST(Img2Img, StartIndexAsDiffusers) {
+  SchedulerConfig cfg;
+  auto s = make_scheduler("euler", "normal", cfg);
+  s->set_timesteps(20);
+  EXPECT_EQ(img2img_start_index(*s, 20, 0.75), 5u);   // int(15.0) = 15 -> 20 - 15
+  EXPECT_EQ(img2img_start_index(*s, 20, 0.7), 6u);    // 20 * 0.7 = 14.0 in double
+  EXPECT_EQ(img2img_start_index(*s, 30, 0.33), 21u);  // int(9.9) = 9
+  EXPECT_EQ(img2img_start_index(*s, 20, 1.0), 0u);
+  EXPECT_EQ(img2img_start_index(*s, 20, 0.0), 20u);
+  EXPECT_THROW(img2img_start_index(*s, 20, 1.5), Error);
+}
+
+TEST(Schedulers, ErrorsNameTheProblem) {
+  SchedulerConfig cfg;
+  EXPECT_THROW(make_scheduler("heun", "normal", cfg), Error);
+  EXPECT_THROW(make_scheduler("euler", "exponential", cfg), Error);
+  EXPECT_THROW(make_scheduler("ddim", "karras", cfg), Error);
+  cfg.prediction_type = "sample";
+  EXPECT_THROW(make_scheduler("euler", "normal", cfg), Error);
+  SchedulerConfig ok;
+  auto s = make_scheduler("dpmpp_2m", "normal", ok);
+  auto rng = make_rng("torch-cpu", 0);
+  Tensor x = rng->randn({1, 4, 2, 2});
+  EXPECT_THROW(s->step(x, 0, x, *rng), Error);  // before set_timesteps
+  s->set_timesteps(4);
+  EXPECT_THROW(s->step(x, 4, x, *rng), Error);  // out of range
+}
