@@ -1,0 +1,502 @@
+// Checkpoint opening: LDM/OpenCLIP key tables, detection from shapes, diffusers folders,
+// overrides, describe, and clear errors for bad inputs.
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
+#include <set>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common.h"
+#include "io/checkpoint.h"
+#include "io/detect.h"
+#include "io/keys_ldm.h"
+#include "io/keys_openclip.h"
+
+namespace fs = std::filesystem;
+using namespace easel;
+using easel::test::fixture;
+
+namespace {
+
+// Distinct, non-zero values so that a wrong mapping cannot pass unnoticed.
+Tensor ramp(const Shape& s, float start) {
+  std::vector<float> v(shape_numel(s));
+  for (size_t i = 0; i < v.size(); i++) v[i] = start + 0.001f * (float)i;
+  return Tensor::from_vector(v, s);
+}
+
+// Minimal safetensors writer for crafted inputs (F32/F16/I64 tensors + metadata).
+void write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
+                       const std::map<std::string, std::string>& metadata = {}) {
+  nlohmann::json h = nlohmann::json::object();
+  if (!metadata.empty()) h["__metadata__"] = metadata;
+  size_t off = 0;
+  for (auto& [k, t] : tensors) {
+    const char* dt = t.dtype() == DType::F32 ? "F32" : t.dtype() == DType::F16 ? "F16" : "I64";
+    h[k] = {{"dtype", dt}, {"shape", t.shape()}, {"data_offsets", {off, off + t.nbytes()}}};
+    off += t.nbytes();
+  }
+  std::string header = h.dump();
+  while (header.size() % 8) header += ' ';
+  std::ofstream f(path, std::ios::binary);
+  uint64_t n = header.size();
+  f.write((const char*)&n, 8);
+  f.write(header.data(), header.size());
+  for (auto& [k, t] : tensors) f.write((const char*)t.raw(), t.nbytes());
+}
+
+std::string temp_dir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("easel_test_checkpoint_" + std::to_string(::getpid())) / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+// Runs f and returns the error message ("" when nothing was thrown).
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+#define EXPECT_ERROR(expr, needle)                                                   \
+  do {                                                                               \
+    std::string msg_ = error_of([&] { (void)(expr); });                              \
+    EXPECT_NE(msg_.find(needle), std::string::npos) << "message: '" << msg_ << "'"; \
+  } while (0)
+
+std::map<std::string, std::string> table_map(const std::vector<keys::PrefixMap>& t) {
+  std::map<std::string, std::string> m;
+  for (auto& e : t) {
+    EXPECT_TRUE(m.emplace(e.from, e.to).second) << "duplicate LDM prefix " << e.from;
+  }
+  return m;
+}
+
+UNetConfig sd15_unet() { return UNetConfig{}; }  // the defaults are SD1.5's
+
+void expect_same_values(const WeightStore& a, const WeightStore& b, const std::string& part) {
+  std::vector<std::string> ka, kb;
+  for (auto& [k, t] : a.tensors) ka.push_back(k);
+  for (auto& [k, t] : b.tensors) kb.push_back(k);
+  ASSERT_EQ(ka, kb) << part << ": key sets differ";
+  for (auto& [k, t] : a.tensors) {
+    const Tensor& u = b.tensors.at(k);
+    ASSERT_EQ(t.shape(), u.shape()) << part << " " << k;
+    // Values are stored exactly in both files (the fixture's F16 tensors are lossless copies).
+    ASSERT_EQ(t.to_vector(), u.to_vector()) << part << " " << k << " differs";
+  }
+}
+
+}  // namespace
+
+// ---------- key tables (no fixtures needed) ----------
+
+TEST(KeysLdm, UNetTableMatchesDiffusersIndexArithmetic) {
+  auto m = table_map(keys::ldm_unet_table(sd15_unet()));
+  // convert_ldm_unet_checkpoint with layers_per_block 2: block_id = (i-1)/3, layer = (i-1)%3.
+  EXPECT_EQ(m.at("input_blocks.0.0."), "conv_in.");
+  EXPECT_EQ(m.at("input_blocks.1.0."), "down_blocks.0.resnets.0.");
+  EXPECT_EQ(m.at("input_blocks.2.1."), "down_blocks.0.attentions.1.");
+  EXPECT_EQ(m.at("input_blocks.3.0.op."), "down_blocks.0.downsamplers.0.conv.");
+  EXPECT_EQ(m.at("input_blocks.4.1."), "down_blocks.1.attentions.0.");
+  EXPECT_EQ(m.at("input_blocks.9.0.op."), "down_blocks.2.downsamplers.0.conv.");
+  EXPECT_EQ(m.at("input_blocks.11.0."), "down_blocks.3.resnets.1.");
+  EXPECT_EQ(m.count("input_blocks.10.1."), 0u);  // DownBlock2D: no attention
+  EXPECT_EQ(m.count("input_blocks.12.0.op."), 0u);
+  EXPECT_EQ(m.at("middle_block.0."), "mid_block.resnets.0.");
+  EXPECT_EQ(m.at("middle_block.1."), "mid_block.attentions.0.");
+  EXPECT_EQ(m.at("middle_block.2."), "mid_block.resnets.1.");
+  // Up: block_id = i/3, layer = i%3; upsampler at .1 after UpBlock2D, .2 after an attention.
+  EXPECT_EQ(m.at("output_blocks.0.0."), "up_blocks.0.resnets.0.");
+  EXPECT_EQ(m.count("output_blocks.0.1."), 0u);
+  EXPECT_EQ(m.at("output_blocks.2.1.conv."), "up_blocks.0.upsamplers.0.conv.");
+  EXPECT_EQ(m.at("output_blocks.5.1."), "up_blocks.1.attentions.2.");
+  EXPECT_EQ(m.at("output_blocks.5.2.conv."), "up_blocks.1.upsamplers.0.conv.");
+  EXPECT_EQ(m.at("output_blocks.8.2.conv."), "up_blocks.2.upsamplers.0.conv.");
+  EXPECT_EQ(m.at("output_blocks.11.1."), "up_blocks.3.attentions.2.");
+  EXPECT_EQ(m.count("output_blocks.11.2.conv."), 0u);
+  EXPECT_EQ(m.at("out.2."), "conv_out.");
+  EXPECT_EQ(m.at("time_embed.2."), "time_embedding.linear_2.");
+  // Every diffusers prefix is produced once.
+  std::set<std::string> to;
+  for (auto& [f, t] : m) EXPECT_TRUE(to.insert(t).second) << "duplicate diffusers prefix " << t;
+}
+
+TEST(KeysLdm, ResnetAndAttentionSuffixRules) {
+  using keys::Rule;
+  EXPECT_EQ(keys::rename_suffix(Rule::UNetResnet, "in_layers.0.weight"), "norm1.weight");
+  EXPECT_EQ(keys::rename_suffix(Rule::UNetResnet, "in_layers.2.bias"), "conv1.bias");
+  EXPECT_EQ(keys::rename_suffix(Rule::UNetResnet, "emb_layers.1.weight"), "time_emb_proj.weight");
+  EXPECT_EQ(keys::rename_suffix(Rule::UNetResnet, "out_layers.3.weight"), "conv2.weight");
+  EXPECT_EQ(keys::rename_suffix(Rule::UNetResnet, "skip_connection.bias"), "conv_shortcut.bias");
+  EXPECT_EQ(keys::rename_suffix(Rule::UNetResnet, "in_layers.1.weight"), "");  // SiLU has no weight
+  EXPECT_EQ(keys::rename_suffix(Rule::VAEResnet, "nin_shortcut.weight"), "conv_shortcut.weight");
+  EXPECT_EQ(keys::rename_suffix(Rule::VAEAttention, "proj_out.bias"), "to_out.0.bias");
+  EXPECT_EQ(keys::rename_suffix(Rule::VAEAttention, "norm.weight"), "group_norm.weight");
+  EXPECT_EQ(keys::rename_suffix(Rule::VAEAttention, "q.weight"), "to_q.weight");
+  EXPECT_EQ(keys::rename_suffix(Rule::Same, "transformer_blocks.0.attn2.to_k.weight"),
+            "transformer_blocks.0.attn2.to_k.weight");
+}
+
+TEST(KeysLdm, VAETableReversesDecoderLevels) {
+  VAEConfig c;  // SD VAE: 4 levels, 2 layers
+  auto m = table_map(keys::ldm_vae_table(c));
+  EXPECT_EQ(m.at("decoder.up.3.block.0."), "decoder.up_blocks.0.resnets.0.");
+  EXPECT_EQ(m.at("decoder.up.0.block.2."), "decoder.up_blocks.3.resnets.2.");
+  EXPECT_EQ(m.at("decoder.up.3.upsample.conv."), "decoder.up_blocks.0.upsamplers.0.conv.");
+  EXPECT_EQ(m.count("decoder.up.0.upsample.conv."), 0u);
+  EXPECT_EQ(m.at("encoder.down.2.downsample.conv."), "encoder.down_blocks.2.downsamplers.0.conv.");
+  EXPECT_EQ(m.count("encoder.down.3.downsample.conv."), 0u);
+  EXPECT_EQ(m.at("encoder.norm_out."), "encoder.conv_norm_out.");
+  EXPECT_EQ(m.at("decoder.mid.attn_1."), "decoder.mid_block.attentions.0.");
+}
+
+TEST(KeysLdm, ApplyTableSharesTensorsReshapesVAEAttentionAndReportsUnknown) {
+  VAEConfig c;
+  c.block_out_channels = {32, 64};
+  c.layers_per_block = 1;
+  WeightStore w;
+  w.source = "synthetic";
+  w.tensors["encoder.mid.attn_1.q.weight"] = ramp({64, 64, 1, 1}, 1.0f);
+  w.tensors["encoder.mid.attn_1.q.bias"] = ramp({64}, 2.0f);
+  w.tensors["encoder.mid.attn_1.norm.weight"] = ramp({64}, 3.0f);
+  w.tensors["encoder.down.0.block.0.nin_shortcut.weight"] = ramp({32, 16, 1, 1}, 4.0f);
+  w.tensors["decoder.up.1.block.1.conv1.weight"] = ramp({64, 64, 3, 3}, 5.0f);
+  w.tensors["encoder.mid.attn_1.bogus.weight"] = ramp({2}, 6.0f);
+  w.tensors["decoder.up.1.block.9.conv1.weight"] = ramp({2}, 7.0f);  // layer 9 does not exist
+  std::vector<std::string> unknown;
+  WeightStore out = keys::apply_table(w, keys::ldm_vae_table(c), unknown, "first_stage_model.");
+  const Tensor& q = out.tensors.at("encoder.mid_block.attentions.0.to_q.weight");
+  EXPECT_EQ(q.shape(), (Shape{64, 64}));
+  EXPECT_EQ(q.raw(), w.tensors.at("encoder.mid.attn_1.q.weight").raw());  // a view, not a copy
+  EXPECT_EQ(out.tensors.at("encoder.mid_block.attentions.0.to_q.bias").shape(), (Shape{64}));
+  EXPECT_TRUE(out.has("encoder.mid_block.attentions.0.group_norm.weight"));
+  EXPECT_EQ(out.tensors.at("encoder.down_blocks.0.resnets.0.conv_shortcut.weight").shape(), (Shape{32, 16, 1, 1}));
+  EXPECT_EQ(out.tensors.at("decoder.up_blocks.0.resnets.1.conv1.weight").raw(),
+            w.tensors.at("decoder.up.1.block.1.conv1.weight").raw());
+  EXPECT_EQ(out.tensors.size(), 5u);
+  EXPECT_EQ(unknown, (std::vector<std::string>{"first_stage_model.decoder.up.1.block.9.conv1.weight",
+                                               "first_stage_model.encoder.mid.attn_1.bogus.weight"}));
+}
+
+TEST(KeysOpenClip, SplitsInProjDropsLastLayerAndReportsUnknown) {
+  const int C = 64;
+  WeightStore w;
+  w.source = "synthetic";
+  w.tensors["token_embedding.weight"] = ramp({100, C}, 0.5f);
+  w.tensors["positional_embedding"] = ramp({77, C}, 0.25f);
+  w.tensors["ln_final.weight"] = ramp({C}, 1.5f);
+  w.tensors["text_projection"] = ramp({C, C}, 2.5f);
+  w.tensors["logit_scale"] = ramp({1}, 3.5f);
+  w.tensors["something_else"] = ramp({1}, 4.5f);
+  for (int i = 0; i < 3; i++) {
+    std::string p = "transformer.resblocks." + std::to_string(i) + ".";
+    w.tensors[p + "attn.in_proj_weight"] = ramp({3 * C, C}, 10.0f * (i + 1));
+    w.tensors[p + "attn.in_proj_bias"] = ramp({3 * C}, 20.0f * (i + 1));
+    w.tensors[p + "mlp.c_fc.weight"] = ramp({4 * C, C}, 30.0f * (i + 1));
+    w.tensors[p + "ln_2.bias"] = ramp({C}, 40.0f * (i + 1));
+  }
+  EXPECT_EQ(keys::openclip_layers(w), 3);
+  std::vector<std::string> unknown;
+  WeightStore hf = keys::openclip_to_hf(w, 2, unknown, "cond_stage_model.model.");
+  EXPECT_EQ(unknown, std::vector<std::string>{"cond_stage_model.model.something_else"});
+  EXPECT_FALSE(hf.has("encoder.layers.2.mlp.fc1.weight"));
+  EXPECT_TRUE(hf.has("encoder.layers.1.mlp.fc1.weight"));
+  EXPECT_TRUE(hf.has("encoder.layers.0.layer_norm2.bias"));
+  EXPECT_TRUE(hf.has("embeddings.position_embedding.weight"));
+  EXPECT_TRUE(hf.has("final_layer_norm.weight"));
+  EXPECT_EQ(hf.tensors.size(), 3u + 2u * 8u);  // 3 top-level + per layer q,k,v (w+b), fc1, ln_2.bias
+  const auto full = w.tensors.at("transformer.resblocks.1.attn.in_proj_weight").to_vector();
+  const char* names[3] = {"q", "k", "v"};
+  for (int j = 0; j < 3; j++) {
+    const Tensor& t = hf.tensors.at(std::string("encoder.layers.1.self_attn.") + names[j] + "_proj.weight");
+    ASSERT_EQ(t.shape(), (Shape{C, C}));
+    auto v = t.to_vector();
+    EXPECT_TRUE(std::equal(v.begin(), v.end(), full.begin() + j * C * C)) << names[j];
+    auto b = hf.tensors.at(std::string("encoder.layers.1.self_attn.") + names[j] + "_proj.bias").to_vector();
+    EXPECT_FLOAT_EQ(b[0], 40.0f + 0.001f * (j * C));
+  }
+}
+
+// ---------- detection on synthetic stores ----------
+
+TEST(Detect, PredictionFollowsDiffusers) {
+  WeightStore w;
+  EXPECT_EQ(detect::prediction_from_ldm(w, "sd1", 4), "epsilon");
+  EXPECT_EQ(detect::prediction_from_ldm(w, "sd2", 4), "v_prediction");
+  EXPECT_EQ(detect::prediction_from_ldm(w, "sd2", 9), "epsilon");  // 2-inpainting
+  w.metadata["global_step"] = "875000";                              // 2-base (512)
+  EXPECT_EQ(detect::prediction_from_ldm(w, "sd2", 4), "epsilon");
+  WeightStore v;
+  v.tensors["v_pred"] = Tensor::zeros({0});
+  EXPECT_EQ(detect::prediction_from_ldm(v, "sd1", 4), "v_prediction");
+  WeightStore m;
+  m.metadata["modelspec.prediction_type"] = "epsilon";
+  EXPECT_EQ(detect::prediction_from_ldm(m, "sd2", 4), "epsilon");
+  EXPECT_EQ(detect::default_scheduler("sd2", "v_prediction").timestep_spacing, "leading");
+  EXPECT_EQ(detect::default_scheduler("sd1", "epsilon").steps_offset, 1);
+  EXPECT_EQ(detect::default_pad_token_id("sd1"), 49407);
+  EXPECT_EQ(detect::default_pad_token_id("sd2"), 0);
+}
+
+TEST(Detect, FamilyErrorsNameWhatIsMissing) {
+  WeightStore vae;
+  vae.source = "vae.safetensors";
+  vae.tensors["first_stage_model.encoder.conv_in.weight"] = ramp({4}, 1.0f);
+  EXPECT_ERROR(detect::family_from_ldm(vae), "no UNet weights found (model.diffusion_model.*)");
+  WeightStore unet_only;
+  unet_only.source = "u.safetensors";
+  unet_only.tensors["model.diffusion_model.input_blocks.0.0.weight"] = ramp({4}, 1.0f);
+  EXPECT_ERROR(detect::family_from_ldm(unet_only), "no text encoder weights found");
+  WeightStore xl = unet_only;
+  xl.tensors["conditioner.embedders.0.transformer.text_model.final_layer_norm.weight"] = ramp({4}, 1.0f);
+  EXPECT_ERROR(detect::family_from_ldm(xl), "SDXL");
+  unet_only.tensors["cond_stage_model.model.token_embedding.weight"] = ramp({4}, 1.0f);
+  EXPECT_EQ(detect::family_from_ldm(unet_only), "sd2");
+}
+
+// ---------- tiny SD1 fixtures: diffusers folder vs LDM single file ----------
+
+namespace {
+const std::string kSd1Folder = "sd1/diffusers";
+const std::string kSd1Ldm = "sd1/sd1_ldm.safetensors";
+
+void expect_same_structure(const ModelConfig& a, const ModelConfig& b) {
+  EXPECT_EQ(a.family, b.family);
+  EXPECT_EQ(a.pad_token_id, b.pad_token_id);
+  const UNetConfig &u = a.unet, &v = b.unet;
+  EXPECT_EQ(u.in_channels, v.in_channels);
+  EXPECT_EQ(u.out_channels, v.out_channels);
+  EXPECT_EQ(u.block_out_channels, v.block_out_channels);
+  EXPECT_EQ(u.down_block_types, v.down_block_types);
+  EXPECT_EQ(u.up_block_types, v.up_block_types);
+  EXPECT_EQ(u.layers_per_block, v.layers_per_block);
+  for (size_t i = 0; i < u.block_out_channels.size(); i++) EXPECT_EQ(u.heads_at(i), v.heads_at(i)) << "level " << i;
+  EXPECT_EQ(u.transformer_layers_per_block, v.transformer_layers_per_block);
+  EXPECT_EQ(u.cross_attention_dim, v.cross_attention_dim);
+  EXPECT_EQ(u.use_linear_projection, v.use_linear_projection);
+  EXPECT_EQ(u.norm_num_groups, v.norm_num_groups);
+  EXPECT_EQ(a.vae.block_out_channels, b.vae.block_out_channels);
+  EXPECT_EQ(a.vae.layers_per_block, b.vae.layers_per_block);
+  EXPECT_EQ(a.vae.latent_channels, b.vae.latent_channels);
+  EXPECT_EQ(a.vae.in_channels, b.vae.in_channels);
+  EXPECT_EQ(a.vae.out_channels, b.vae.out_channels);
+  EXPECT_FLOAT_EQ(a.vae.scaling_factor, b.vae.scaling_factor);
+  const TextEncoderConfig &t = a.text, &s = b.text;
+  EXPECT_EQ(t.vocab_size, s.vocab_size);
+  EXPECT_EQ(t.hidden_size, s.hidden_size);
+  EXPECT_EQ(t.intermediate_size, s.intermediate_size);
+  EXPECT_EQ(t.num_hidden_layers, s.num_hidden_layers);
+  EXPECT_EQ(t.num_attention_heads, s.num_attention_heads);
+  EXPECT_EQ(t.max_position_embeddings, s.max_position_embeddings);
+  EXPECT_EQ(t.hidden_act, s.hidden_act);
+  EXPECT_FLOAT_EQ(t.layer_norm_eps, s.layer_norm_eps);
+  const SchedulerConfig &p = a.scheduler, &q = b.scheduler;
+  EXPECT_EQ(p.prediction_type, q.prediction_type);
+  EXPECT_EQ(p.num_train_timesteps, q.num_train_timesteps);
+  EXPECT_FLOAT_EQ(p.beta_start, q.beta_start);
+  EXPECT_FLOAT_EQ(p.beta_end, q.beta_end);
+  EXPECT_EQ(p.beta_schedule, q.beta_schedule);
+  EXPECT_EQ(p.timestep_spacing, q.timestep_spacing);
+  EXPECT_EQ(p.steps_offset, q.steps_offset);
+  EXPECT_EQ(p.set_alpha_to_one, q.set_alpha_to_one);
+  EXPECT_EQ(p.clip_sample, q.clip_sample);
+}
+}  // namespace
+
+TEST(CheckpointSd1, FolderReadsConfigJson) {
+  Checkpoint ck = open_checkpoint(fixture(kSd1Folder));
+  const ModelConfig& c = ck.config;
+  EXPECT_EQ(c.family, "sd1");
+  EXPECT_EQ(c.unet.block_out_channels, (std::vector<int>{32, 64}));
+  EXPECT_EQ(c.unet.down_block_types, (std::vector<std::string>{"CrossAttnDownBlock2D", "DownBlock2D"}));
+  EXPECT_EQ(c.unet.up_block_types, (std::vector<std::string>{"UpBlock2D", "CrossAttnUpBlock2D"}));
+  EXPECT_EQ(c.unet.attention_head_dim, (std::vector<int>{8, 8}));  // int 8 broadcast
+  EXPECT_TRUE(c.unet.num_attention_heads.empty());                  // null
+  EXPECT_EQ(c.unet.transformer_layers_per_block, (std::vector<int>{1, 1}));
+  EXPECT_EQ(c.unet.cross_attention_dim, 64);
+  EXPECT_EQ(c.unet.sample_size, 8);
+  EXPECT_FALSE(c.unet.use_linear_projection);
+  EXPECT_EQ(c.vae.block_out_channels, (std::vector<int>{32, 32, 64, 64}));
+  EXPECT_EQ(c.vae.layers_per_block, 1);
+  EXPECT_EQ(c.text.hidden_size, 64);
+  EXPECT_EQ(c.text.num_attention_heads, 1);
+  EXPECT_EQ(c.text.num_hidden_layers, 3);
+  EXPECT_EQ(c.text.hidden_act, "quick_gelu");
+  EXPECT_EQ(c.scheduler.prediction_type, "epsilon");
+  EXPECT_EQ(c.scheduler.timestep_spacing, "leading");
+  EXPECT_EQ(c.pad_token_id, 49407);
+  EXPECT_EQ(ck.tokenizer_dir, fixture(kSd1Folder) + "/tokenizer");
+  EXPECT_TRUE(ck.unknown_keys.empty());
+  // transformers 5 keys, no text_model. level; the fixture stores the text encoder in F16.
+  const Tensor& tok = ck.text_encoder.get("embeddings.token_embedding.weight", {49408, 64});
+  EXPECT_EQ(tok.dtype(), DType::F16);
+  EXPECT_TRUE(ck.unet.has("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"));
+  EXPECT_TRUE(ck.vae.has("encoder.mid_block.attentions.0.to_q.weight"));
+}
+
+TEST(CheckpointSd1, SingleFileMatchesFolderBitForBit) {
+  Checkpoint f = open_checkpoint(fixture(kSd1Folder));
+  Checkpoint s = open_checkpoint(fixture(kSd1Ldm));
+  expect_same_structure(s.config, f.config);
+  EXPECT_EQ(s.config.unet.sample_size, 64);  // a single file gets SD1's native 512 px
+  EXPECT_EQ(s.tokenizer_dir, "");
+  EXPECT_TRUE(s.unknown_keys.empty()) << s.unknown_keys.size() << " unknown, first: " << s.unknown_keys[0];
+  expect_same_values(s.unet, f.unet, "unet");
+  expect_same_values(s.vae, f.vae, "vae");
+  expect_same_values(s.text_encoder, f.text_encoder, "text_encoder");
+  // The VAE attention projections were 1x1 convs in the LDM file.
+  EXPECT_EQ(s.vae.get("decoder.mid_block.attentions.0.to_out.0.weight").shape(), (Shape{64, 64}));
+}
+
+TEST(CheckpointSd1, OverridesWinAndInconsistentOnesFail) {
+  CheckpointOverrides ov;
+  ov.prediction_type = "v_prediction";
+  EXPECT_EQ(open_checkpoint(fixture(kSd1Ldm), ov).config.scheduler.prediction_type, "v_prediction");
+  ov.prediction_type = "v";
+  EXPECT_EQ(open_checkpoint(fixture(kSd1Folder), ov).config.scheduler.prediction_type, "v_prediction");
+  ov.prediction_type = "x0";
+  EXPECT_ERROR(open_checkpoint(fixture(kSd1Ldm), ov), "unknown prediction type 'x0'");
+  CheckpointOverrides fam;
+  fam.family = "sd1";
+  EXPECT_EQ(open_checkpoint(fixture(kSd1Ldm), fam).config.family, "sd1");
+  fam.family = "sd2";
+  EXPECT_ERROR(open_checkpoint(fixture(kSd1Ldm), fam), "family override 'sd2' does not match this checkpoint, which is sd1");
+  EXPECT_ERROR(open_checkpoint(fixture(kSd1Folder), fam), "does not match");
+  fam.family = "sdxl";
+  EXPECT_ERROR(open_checkpoint(fixture(kSd1Ldm), fam), "unknown family 'sdxl'");
+  CheckpointOverrides skip;
+  skip.clip_skip = 2;
+  EXPECT_NO_THROW(open_checkpoint(fixture(kSd1Ldm), skip));
+  skip.clip_skip = 4;  // the tiny text encoder has 3 layers
+  EXPECT_ERROR(open_checkpoint(fixture(kSd1Ldm), skip), "clip_skip 4 is out of range");
+}
+
+TEST(CheckpointSd1, Describe) {
+  std::string d = describe_checkpoint(fixture(kSd1Ldm));
+  EXPECT_NE(d.find("family: sd1"), std::string::npos) << d;
+  EXPECT_NE(d.find("prediction: epsilon"), std::string::npos) << d;
+  EXPECT_NE(d.find("resolution: 512x512"), std::string::npos) << d;
+  EXPECT_NE(d.find("unknown keys: 0"), std::string::npos) << d;
+  EXPECT_NE(d.find("f16"), std::string::npos) << d;
+  std::string f = describe_checkpoint(fixture(kSd1Folder));
+  EXPECT_NE(f.find("diffusers folder"), std::string::npos) << f;
+  EXPECT_NE(f.find("resolution: 64x64"), std::string::npos) << f;
+  // A VAE-only .ckpt is described, not rejected.
+  std::string v = describe_checkpoint(fixture("sd1/sd1_vae_ldm.ckpt"));
+  EXPECT_NE(v.find("kind: VAE"), std::string::npos) << v;
+  EXPECT_NE(v.find("tensors:"), std::string::npos) << v;
+}
+
+// ---------- bad inputs ----------
+
+TEST(CheckpointErrors, VaeFileGivenAsModel) {
+  EXPECT_ERROR(open_checkpoint(fixture("sd1/sd1_vae_ldm.ckpt")), "no UNet weights found (model.diffusion_model.*)");
+}
+
+TEST(CheckpointErrors, CraftedFiles) {
+  const std::string d = temp_dir("files");
+  // A LoRA-like file.
+  write_safetensors(d + "/lora.safetensors",
+                    {{"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", ramp({4, 32}, 1.0f)}},
+                    {{"ss_network_dim", "4"}});
+  EXPECT_ERROR(open_checkpoint(d + "/lora.safetensors"), "no UNet weights found (model.diffusion_model.*) (it looks like a LoRA file)");
+  std::string desc = describe_checkpoint(d + "/lora.safetensors");
+  EXPECT_NE(desc.find("kind: LoRA"), std::string::npos) << desc;
+  EXPECT_NE(desc.find("ss_network_dim"), std::string::npos) << desc;
+  // UNet + VAE but no text encoder.
+  write_safetensors(d + "/no_te.safetensors", {{"model.diffusion_model.input_blocks.0.0.weight", ramp({32, 4, 3, 3}, 1.0f)},
+                                               {"first_stage_model.encoder.conv_in.weight", ramp({32, 3, 3, 3}, 1.0f)}});
+  EXPECT_ERROR(open_checkpoint(d + "/no_te.safetensors"), "no text encoder weights found");
+  EXPECT_ERROR(open_checkpoint(d + "/does_not_exist.safetensors"), "no such file or folder");
+  // A single file whose text encoder hidden size breaks the 64-dim head convention.
+  WeightStore s = load_weights(fixture(kSd1Ldm));
+  std::map<std::string, Tensor> m;
+  for (auto& [k, t] : s.tensors) m[k] = t.to(t.dtype() == DType::I64 ? DType::I64 : DType::F32);
+  // Unknown keys are listed, not fatal.
+  m["model.diffusion_model.input_blocks.1.0.in_layers.1.weight"] = ramp({2}, 1.0f);
+  m["my_extra_tensor"] = ramp({2}, 1.0f);
+  write_safetensors(d + "/extra.safetensors", m);
+  Checkpoint ck = open_checkpoint(d + "/extra.safetensors");
+  EXPECT_EQ(ck.unknown_keys, (std::vector<std::string>{"model.diffusion_model.input_blocks.1.0.in_layers.1.weight",
+                                                       "my_extra_tensor"}));
+  m.erase("model.diffusion_model.input_blocks.1.0.in_layers.1.weight");
+  m["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = ramp({100, 48}, 1.0f);
+  write_safetensors(d + "/bad_te.safetensors", m);
+  EXPECT_ERROR(open_checkpoint(d + "/bad_te.safetensors"), "hidden size 48 is not a multiple of CLIP's 64-dim heads");
+}
+
+namespace {
+std::string copy_sd1_folder(const std::string& name) {
+  const std::string d = temp_dir(name);
+  fs::copy(fixture(kSd1Folder), d, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  return d;
+}
+void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+void patch_json(const std::string& path, const std::function<void(nlohmann::json&)>& f) {
+  nlohmann::json j = nlohmann::json::parse(std::ifstream(path));
+  f(j);
+  write_text(path, j.dump(2));
+}
+}  // namespace
+
+TEST(CheckpointErrors, BrokenFolders) {
+  {
+    std::string d = copy_sd1_folder("no_vae");
+    fs::remove_all(d + "/vae");
+    EXPECT_ERROR(open_checkpoint(d), "missing part folder 'vae/'");
+  }
+  {
+    std::string d = copy_sd1_folder("no_weights");
+    fs::remove(d + "/unet/diffusion_pytorch_model.safetensors");
+    EXPECT_ERROR(open_checkpoint(d), "no weights file (diffusion_pytorch_model.safetensors");
+  }
+  {
+    std::string d = copy_sd1_folder("malformed");
+    write_text(d + "/unet/config.json", "{\"in_channels\": 4,");
+    EXPECT_ERROR(open_checkpoint(d), "unet/config.json: malformed JSON");
+  }
+  {
+    std::string d = copy_sd1_folder("bad_field");
+    patch_json(d + "/unet/config.json", [](nlohmann::json& j) { j["layers_per_block"] = "two"; });
+    EXPECT_ERROR(open_checkpoint(d), "unet/config.json: field 'layers_per_block' should be an integer, got \"two\"");
+  }
+  {
+    std::string d = copy_sd1_folder("bad_list");
+    patch_json(d + "/unet/config.json", [](nlohmann::json& j) { j["attention_head_dim"] = {8, 8, 8}; });
+    EXPECT_ERROR(open_checkpoint(d), "field 'attention_head_dim' has 3 entries, expected 2");
+  }
+  {
+    std::string d = copy_sd1_folder("sdxl");
+    patch_json(d + "/model_index.json", [](nlohmann::json& j) { j["_class_name"] = "StableDiffusionXLPipeline"; });
+    EXPECT_ERROR(open_checkpoint(d), "model_index.json: _class_name 'StableDiffusionXLPipeline' is not supported");
+  }
+  {
+    std::string d = copy_sd1_folder("not_sd");
+    patch_json(d + "/model_index.json", [](nlohmann::json& j) { j.erase("_class_name"); });
+    EXPECT_ERROR(open_checkpoint(d), "field '_class_name' is missing");
+  }
+  {
+    std::string d = copy_sd1_folder("sched");
+    patch_json(d + "/scheduler/scheduler_config.json", [](nlohmann::json& j) {
+      j["prediction_type"] = "v_prediction";
+      j["timestep_spacing"] = "trailing";
+      j["use_karras_sigmas"] = true;
+    });
+    Checkpoint ck = open_checkpoint(d);
+    EXPECT_EQ(ck.config.scheduler.prediction_type, "v_prediction");
+    EXPECT_EQ(ck.config.scheduler.timestep_spacing, "trailing");
+    EXPECT_TRUE(ck.config.scheduler.use_karras_sigmas);
+  }
+  {
+    std::string d = temp_dir("plain_dir");
+    EXPECT_ERROR(open_checkpoint(d), "folder has no model_index.json");
+  }
+}
