@@ -59,13 +59,20 @@ Tensor UNetDownBlock::forward(Tensor x, const Tensor& temb_act, const Tensor& co
       x = attentions[i](x, context);
       if (trace) (*trace)(name + ".attentions." + std::to_string(i), x);
     }
-    if (intrablock && i + 1 == resnets.size()) x = ops::add(x, *intrablock);
+    // CrossAttnDownBlock2D adds the adapter feature after its last resnet/attention pair.
+    if (intrablock && !attentions.empty() && i + 1 == resnets.size()) x = ops::add(x, *intrablock);
     skips.push_back(x);
   }
   if (downsampler) {
     x = (*downsampler)(x);
     if (trace) (*trace)(name + ".downsamplers.0", x);
     skips.push_back(x);
+  }
+  // DownBlock2D: diffusers adds it to the block output in place (`sample += r`), which also
+  // changes the last skip (the same tensor).
+  if (intrablock && attentions.empty()) {
+    x = ops::add(x, *intrablock);
+    skips.back() = x;
   }
   if (trace) (*trace)(name, x);
   return x;
@@ -227,13 +234,15 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<flo
   Tensor x = conv_in(sample);  // [B, C0, h, w]
   if (trace) (*trace)("conv_in", x);
   skips.push_back(x);
+  // T2I-Adapter features are used in order, one per down block; a leftover one whose shape
+  // matches the mid-block output goes there (T2I-Adapter-XL), as in diffusers.
   const std::vector<Tensor>* intra = extras ? extras->down_intrablock : nullptr;
-  if (intra && intra->size() != down_blocks.size())
-    fail("unet", "down_intrablock has " + std::to_string(intra->size()) + " features, expected " +
-                     std::to_string(down_blocks.size()));
-  for (size_t i = 0; i < down_blocks.size(); i++)
-    x = down_blocks[i].forward(std::move(x), temb_act, context, skips, intra ? &(*intra)[i] : nullptr, trace,
+  size_t n_intra = intra ? intra->size() : 0, next_intra = 0;
+  for (size_t i = 0; i < down_blocks.size(); i++) {
+    const Tensor* feat = next_intra < n_intra ? &(*intra)[next_intra++] : nullptr;
+    x = down_blocks[i].forward(std::move(x), temb_act, context, skips, feat, trace,
                                "down_blocks." + std::to_string(i));
+  }
 
   if (extras && extras->down_residuals) {
     const auto& r = *extras->down_residuals;
@@ -244,6 +253,7 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<flo
   }
 
   x = mid_block.forward(std::move(x), temb_act, context, trace, "mid_block");  // [B, C_last, h/8, w/8]
+  if (next_intra < n_intra && (*intra)[next_intra].shape() == x.shape()) ops::add_(x, (*intra)[next_intra++]);
   if (extras && extras->mid_residual) ops::add_(x, *extras->mid_residual);
 
   for (size_t i = 0; i < up_blocks.size(); i++)

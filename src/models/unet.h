@@ -27,8 +27,7 @@ struct UNetDownBlock {
   void load(const WeightStore& w, const std::string& prefix, const UNetConfig& cfg, size_t level, int64_t in,
             int64_t out, int64_t temb_channels);
   // x [B, in, H, W] -> [B, out, H', W']; appends every output (resnet/attention pair, then the
-  // downsampler's) to `skips`. `intrablock` (T2I-Adapter feature, may be null) is added after the
-  // last resnet/attention pair, as diffusers' down_intrablock_additional_residuals.
+  // downsampler's) to `skips`. `intrablock` (T2I-Adapter feature, may be null): see UNetExtras.
   Tensor forward(Tensor x, const Tensor& temb_act, const Tensor& context, std::vector<Tensor>& skips,
                  const Tensor* intrablock = nullptr, const UNetTrace* trace = nullptr,
                  const std::string& name = "") const;
@@ -63,7 +62,9 @@ struct UNetExtras {
   // down_block_additional_residuals / mid_block_additional_residual). Already scaled.
   const std::vector<Tensor>* down_residuals = nullptr;
   const Tensor* mid_residual = nullptr;
-  // T2I-Adapter: one feature per down block, added inside it (down_intrablock_additional_residuals).
+  // T2I-Adapter: features added inside the down blocks, in order (down_intrablock_additional_residuals):
+  // after the last resnet/attention pair of a CrossAttnDownBlock2D, after a DownBlock2D (its last
+  // skip included); a leftover one matching the mid-block output is added there.
   const std::vector<Tensor>* down_intrablock = nullptr;
   // SDXL added conditioning (addition_embed_type "text_time"): pooled text embeds [B, 1280] and
   // time ids [B, 6]. Not implemented yet: add_time_proj + add_embedding.linear_1/2 into temb.
