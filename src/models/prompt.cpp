@@ -1,0 +1,296 @@
+// A1111 prompt parsing and chunking; see prompt.h for references.
+#include "models/prompt.h"
+
+#include <cstdlib>
+
+#include "core/error.h"
+
+namespace easel {
+
+namespace {
+
+using unicode::is_word;
+
+// Python re's \s on str: Unicode White_Space plus the \x1c-\x1f separators (str.isspace).
+bool is_space(char32_t c) { return unicode::is_space(c) || (c >= 0x1c && c <= 0x1f); }
+
+char32_t cp_at(const std::string& s, size_t i) { return unicode::next(s, i); }
+
+// Code point ending just before byte i (i > 0).
+char32_t cp_before(const std::string& s, size_t i) {
+  size_t b = i - 1;
+  while (b > 0 && ((unsigned char)s[b] & 0xC0) == 0x80) b--;
+  return unicode::next(s, b);
+}
+
+size_t skip_space(const std::string& s, size_t i) {
+  while (i < s.size()) {
+    size_t j = i;
+    if (!is_space(unicode::next(s, j))) break;
+    i = j;
+  }
+  return i;
+}
+
+// Python's float() of a [+-]?[.\d]+ match (\d = Unicode Nd); throws like float() does.
+double parse_weight(const std::string& w) {
+  std::string ascii;
+  for (size_t i = 0; i < w.size();) {
+    char32_t c = unicode::next(w, i);
+    int d = unicode::decimal_value(c);
+    ascii += d >= 0 ? (char)('0' + d) : (char)c;
+  }
+  char* end = nullptr;
+  bool digit = ascii.find_first_of("0123456789") != std::string::npos;
+  double v = std::strtod(ascii.c_str(), &end);
+  if (!digit || end != ascii.c_str() + ascii.size()) fail("prompt", "invalid attention weight '" + w + "'");
+  return v;
+}
+
+// At s[i] == ':': length of the match of :\s*([+-]?[.\d]+)\s*\) (0 if none); *w gets the group.
+size_t weight_close(const std::string& s, size_t i, std::string* w) {
+  size_t j = skip_space(s, i + 1);
+  size_t ws = j;
+  if (j < s.size() && (s[j] == '+' || s[j] == '-')) j++;
+  size_t ds = j;
+  while (j < s.size()) {
+    size_t k = j;
+    char32_t c = unicode::next(s, k);
+    if (c != '.' && unicode::decimal_value(c) < 0) break;
+    j = k;
+  }
+  if (j == ds) return 0;
+  *w = s.substr(ws, j - ws);
+  j = skip_space(s, j);
+  if (j >= s.size() || s[j] != ')') return 0;
+  return j + 1 - i;
+}
+
+// re.split(r"\s*\bBREAK\b\s*", text)
+std::vector<std::string> split_break(const std::string& t) {
+  std::vector<std::string> parts;
+  size_t start = 0, pos = 0;
+  while ((pos = t.find("BREAK", pos)) != std::string::npos) {
+    size_t e = pos + 5;
+    bool left = pos == 0 || !is_word(cp_before(t, pos));
+    bool right = e == t.size() || !is_word(cp_at(t, e));
+    if (!left || !right) {
+      pos++;
+      continue;
+    }
+    // The match starts at the first whitespace of the run before BREAK (not before `start`).
+    size_t b = pos;
+    while (b > start && is_space(cp_before(t, b))) {
+      size_t k = b - 1;
+      while (k > 0 && ((unsigned char)t[k] & 0xC0) == 0x80) k--;
+      b = k;
+    }
+    parts.push_back(t.substr(start, b - start));
+    start = pos = skip_space(t, e);
+  }
+  parts.push_back(t.substr(start));
+  return parts;
+}
+
+}  // namespace
+
+std::vector<WeightedText> parse_prompt_attention(const std::string& text) {
+  std::vector<WeightedText> res;
+  std::vector<size_t> round, square;
+  const double round_mult = 1.1, square_mult = 1 / 1.1;
+  auto multiply_range = [&](size_t start, double m) {
+    for (size_t p = start; p < res.size(); p++) res[p].weight *= m;
+  };
+  size_t i = 0;
+  while (i < text.size()) {
+    char c = text[i];
+    std::string w;
+    size_t n;
+    if (c == '\\') {  // \( \) \[ \] \\ -> the literal; a lone \ -> "" (text[1:])
+      bool esc = i + 1 < text.size() && std::string("()[]\\").find(text[i + 1]) != std::string::npos;
+      res.push_back({esc ? std::string(1, text[i + 1]) : std::string(), 1.0});
+      i += esc ? 2 : 1;
+      continue;
+    }
+    if (c == '(') {
+      round.push_back(res.size());
+      i++;
+      continue;
+    }
+    if (c == '[') {
+      square.push_back(res.size());
+      i++;
+      continue;
+    }
+    std::string tok;
+    if (c == ':' && (n = weight_close(text, i, &w))) {
+      tok = text.substr(i, n);
+      i += n;
+      if (!round.empty()) {
+        size_t s = round.back();
+        round.pop_back();
+        multiply_range(s, parse_weight(w));
+        continue;
+      }
+    } else if (c == ')' || c == ']' || c == ':') {
+      tok = std::string(1, c);
+      i++;
+      if (c == ')' && !round.empty()) {
+        multiply_range(round.back(), round_mult);
+        round.pop_back();
+        continue;
+      }
+      if (c == ']' && !square.empty()) {
+        multiply_range(square.back(), square_mult);
+        square.pop_back();
+        continue;
+      }
+    } else {  // [^\\()\[\]:]+
+      size_t j = text.find_first_of("\\()[]:", i);
+      if (j == std::string::npos) j = text.size();
+      tok = text.substr(i, j - i);
+      i = j;
+    }
+    auto parts = split_break(tok);
+    for (size_t k = 0; k < parts.size(); k++) {
+      if (k > 0) res.push_back({"BREAK", -1});
+      res.push_back({parts[k], 1.0});
+    }
+  }
+  for (size_t p : round) multiply_range(p, round_mult);
+  for (size_t p : square) multiply_range(p, square_mult);
+  if (res.empty()) res.push_back({"", 1.0});
+  for (size_t k = 0; k + 1 < res.size();) {
+    if (res[k].weight == res[k + 1].weight) {
+      res[k].text += res[k + 1].text;
+      res.erase(res.begin() + k + 1);
+    } else {
+      k++;
+    }
+  }
+  return res;
+}
+
+std::string extract_lora_tags(const std::string& prompt, std::vector<LoraTag>* loras) {
+  std::string out;
+  size_t i = 0;
+  while (i < prompt.size()) {
+    if (prompt[i] == '<') {
+      // <(\w+):([^>]+)>
+      size_t j = i + 1;
+      while (j < prompt.size()) {
+        size_t k = j;
+        if (!is_word(unicode::next(prompt, k))) break;
+        j = k;
+      }
+      size_t close = prompt.find('>', j);
+      if (j > i + 1 && j < prompt.size() && prompt[j] == ':' && close != std::string::npos && close > j + 1) {
+        std::string type = prompt.substr(i + 1, j - i - 1);
+        std::string args = prompt.substr(j + 1, close - j - 1);
+        if (loras && (type == "lora" || type == "lyco")) {
+          // ExtraNetworkParams: split on ':'; "k=v" items are named, the rest positional.
+          std::vector<std::string> pos;
+          std::string te_s, unet_s;
+          size_t a = 0;
+          while (true) {
+            size_t b = args.find(':', a);
+            std::string item = args.substr(a, b == std::string::npos ? std::string::npos : b - a);
+            size_t eq = item.find('=');
+            if (eq != std::string::npos && item.find('=', eq + 1) == std::string::npos) {
+              if (item.substr(0, eq) == "te") te_s = item.substr(eq + 1);
+              if (item.substr(0, eq) == "unet") unet_s = item.substr(eq + 1);
+            } else {
+              pos.push_back(item);
+            }
+            if (b == std::string::npos) break;
+            a = b + 1;
+          }
+          auto num = [&](const std::string& s) {  // Python float(): surrounding whitespace allowed
+            char* end = nullptr;
+            double v = std::strtod(s.c_str(), &end);
+            while (end && (*end == ' ' || *end == '\t')) end++;
+            if (s.empty() || end == s.c_str() || *end) fail("prompt", "invalid weight '" + s + "' in <" + type + ":" + args + ">");
+            return (float)v;
+          };
+          LoraTag t;
+          t.name = pos.empty() ? "" : pos[0];
+          t.te_weight = pos.size() > 1 ? num(pos[1]) : 1.f;
+          if (!te_s.empty()) t.te_weight = num(te_s);
+          t.unet_weight = pos.size() > 2 ? num(pos[2]) : t.te_weight;
+          if (!unet_s.empty()) t.unet_weight = num(unet_s);
+          loras->push_back(t);
+        }
+        i = close + 1;
+        continue;
+      }
+    }
+    out += prompt[i++];
+  }
+  return out;
+}
+
+PromptChunk empty_chunk(const Tokenizer& tok, int chunk_length) {
+  PromptChunk c;
+  c.tokens.assign(chunk_length + 2, tok.eos_id());
+  c.tokens[0] = tok.bos_id();
+  c.multipliers.assign(chunk_length + 2, 1.f);
+  return c;
+}
+
+std::vector<PromptChunk> chunk_prompt(const Tokenizer& tok, const std::string& prompt, const ChunkOptions& opt,
+                                      int* token_count_out) {
+  std::vector<WeightedText> parsed =
+      opt.emphasis ? parse_prompt_attention(prompt) : std::vector<WeightedText>{{prompt, 1.0}};
+  const int L = opt.chunk_length, comma = tok.comma_id();
+  std::vector<PromptChunk> chunks;
+  PromptChunk chunk;
+  int token_count = 0, last_comma = -1;
+
+  auto next_chunk = [&](bool is_last) {
+    token_count += is_last ? (int)chunk.tokens.size() : L;
+    int to_add = L - (int)chunk.tokens.size();
+    if (to_add > 0) {
+      chunk.tokens.insert(chunk.tokens.end(), to_add, tok.eos_id());
+      chunk.multipliers.insert(chunk.multipliers.end(), to_add, 1.f);
+    }
+    chunk.tokens.insert(chunk.tokens.begin(), tok.bos_id());
+    chunk.tokens.push_back(tok.eos_id());
+    chunk.multipliers.insert(chunk.multipliers.begin(), 1.f);
+    chunk.multipliers.push_back(1.f);
+    last_comma = -1;
+    chunks.push_back(std::move(chunk));
+    chunk = PromptChunk();
+  };
+
+  for (const auto& part : parsed) {
+    if (part.text == "BREAK" && part.weight == -1) {
+      next_chunk(false);
+      continue;
+    }
+    std::vector<int> ids = tok.encode(part.text);
+    float weight = (float)part.weight;  // torch.asarray(multipliers): float32
+    for (int token : ids) {
+      if (token == comma) {
+        last_comma = (int)chunk.tokens.size();
+      } else if (opt.comma_backtrack != 0 && (int)chunk.tokens.size() == L && last_comma != -1 &&
+                 (int)chunk.tokens.size() - last_comma <= opt.comma_backtrack) {
+        int at = last_comma + 1;
+        std::vector<int> rt(chunk.tokens.begin() + at, chunk.tokens.end());
+        std::vector<float> rm(chunk.multipliers.begin() + at, chunk.multipliers.end());
+        chunk.tokens.resize(at);
+        chunk.multipliers.resize(at);
+        next_chunk(false);
+        chunk.tokens = std::move(rt);
+        chunk.multipliers = std::move(rm);
+      }
+      if ((int)chunk.tokens.size() == L) next_chunk(false);
+      chunk.tokens.push_back(token);
+      chunk.multipliers.push_back(weight);
+    }
+  }
+  if (!chunk.tokens.empty() || chunks.empty()) next_chunk(true);
+  if (token_count_out) *token_count_out = token_count;
+  return chunks;
+}
+
+}  // namespace easel

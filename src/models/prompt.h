@@ -1,0 +1,57 @@
+// A1111 prompt syntax: attention weights, BREAK, extra-network (<lora:...>) tags, and the
+// 75-token chunking of FrozenCLIPEmbedderWithCustomWords.
+//   https://github.com/AUTOMATIC1111/stable-diffusion-webui/blob/master/modules/prompt_parser.py
+//   https://github.com/AUTOMATIC1111/stable-diffusion-webui/blob/master/modules/sd_hijack_clip.py
+//   https://github.com/AUTOMATIC1111/stable-diffusion-webui/blob/master/modules/extra_networks.py
+#pragma once
+#include <string>
+#include <vector>
+
+#include "models/tokenizer.h"
+
+namespace easel {
+
+// One run of text with its attention weight. A BREAK keyword is {"BREAK", -1}.
+struct WeightedText {
+  std::string text;
+  double weight = 1.0;  // double, as Python's floats: runs are merged on exact equality
+  bool operator==(const WeightedText& o) const { return text == o.text && weight == o.weight; }
+};
+
+// parse_prompt_attention: "(x)" x1.1, "[x]" /1.1, "(x:1.3)", escapes \( \) \[ \] \\, unbalanced
+// brackets closed at the end, "BREAK" (a whole word) split out; adjacent equal weights merged.
+// Throws Error on a malformed number in "(x:1.2.3)" (A1111 raises too).
+std::vector<WeightedText> parse_prompt_attention(const std::string& text);
+
+// A <lora:name:te[:unet]> tag (also <lyco:...>). Named forms te=, unet= are honoured as A1111 does.
+struct LoraTag {
+  std::string name;
+  float te_weight = 1.f;
+  float unet_weight = 1.f;  // defaults to te_weight
+};
+
+// Removes every extra-network tag <type:args> (regex <(\w+):([^>]+)>) from the prompt, as A1111
+// does before parsing, and returns the text left; LoRA tags are appended to *loras when given.
+std::string extract_lora_tags(const std::string& prompt, std::vector<LoraTag>* loras = nullptr);
+
+// One encoder window: BOS + 75 ids + EOS (77), padded with EOS, and a weight per position.
+struct PromptChunk {
+  std::vector<int> tokens;
+  std::vector<float> multipliers;
+};
+
+struct ChunkOptions {
+  int chunk_length = 75;    // ids per chunk, without BOS/EOS
+  int comma_backtrack = 20; // opts.comma_padding_backtrack (0 disables)
+  bool emphasis = true;     // false = opts.emphasis "None": the whole line at weight 1
+};
+
+// tokenize_line: parse, tokenize each run separately (as A1111), split into chunks (BREAK starts a new
+// chunk; a full chunk moves the words after its last comma, if within comma_backtrack, to the next).
+// Always at least one chunk. *token_count gets A1111's token count (for "75/150" displays).
+std::vector<PromptChunk> chunk_prompt(const Tokenizer& tok, const std::string& prompt,
+                                      const ChunkOptions& opt = {}, int* token_count = nullptr);
+// BOS + EOS * 76, weights 1 (A1111's empty_chunk; the padding for shorter prompts).
+PromptChunk empty_chunk(const Tokenizer& tok, int chunk_length = 75);
+
+}  // namespace easel

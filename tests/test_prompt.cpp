@@ -1,0 +1,158 @@
+// A1111 prompt parsing, extra-network tags and chunking. Expected values come from A1111's
+// modules/prompt_parser.py (its docstring examples, then the same function run on more cases) and
+// sd_hijack_clip.py's tokenize_line run with transformers' CLIPTokenizer.
+#include "common.h"
+#include "models/prompt.h"
+
+using namespace easel;
+using W = std::vector<WeightedText>;
+
+TEST(PromptAttention, A1111Docstring) {
+  EXPECT_EQ(parse_prompt_attention("normal text"), (W{{"normal text", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("an (important) word"), (W{{"an ", 1.0}, {"important", 1.1}, {" word", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("(unbalanced"), (W{{"unbalanced", 1.1}}));
+  EXPECT_EQ(parse_prompt_attention("\\(literal\\]"), (W{{"(literal]", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("(unnecessary)(parens)"), (W{{"unnecessaryparens", 1.1}}));
+  EXPECT_EQ(parse_prompt_attention("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky)))."),
+            (W{{"a ", 1.0},
+               {"house", 1.5730000000000004},
+               {" ", 1.1},
+               {"on", 1.0},
+               {" a ", 1.1},
+               {"hill", 0.55},
+               {", sun, ", 1.1},
+               {"sky", 1.4641000000000006},
+               {".", 1.1}}));
+}
+
+TEST(PromptAttention, MoreCasesFromA1111) {
+  EXPECT_EQ(parse_prompt_attention(""), (W{{"", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("a BREAK b"), (W{{"a", 1.0}, {"BREAK", -1}, {"b", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("BREAK"), (W{{"", 1.0}, {"BREAK", -1}, {"", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("aBREAK b"), (W{{"aBREAK b", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("a BREAKb"), (W{{"a BREAKb", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("_BREAK"), (W{{"_BREAK", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("a\tBREAK\n b BREAK  BREAK c"),
+            (W{{"a", 1.0}, {"BREAK", -1}, {"b", 1.0}, {"BREAK", -1}, {"", 1.0}, {"BREAK", -1}, {"c", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("\u00e9 BREAK \u00fc"), (W{{"\u00e9", 1.0}, {"BREAK", -1}, {"\u00fc", 1.0}}));
+  // BREAK inside brackets is scaled too (and then no longer acts as BREAK).
+  EXPECT_EQ(parse_prompt_attention("(a BREAK b)"), (W{{"a", 1.1}, {"BREAK", -1.1}, {"b", 1.1}}));
+  EXPECT_EQ(parse_prompt_attention("[[x]]"), (W{{"x", 0.8264462809917354}}));
+  EXPECT_EQ(parse_prompt_attention("(x:1.2.3"), (W{{"x:1.2.3", 1.1}}));
+  EXPECT_EQ(parse_prompt_attention(":1.2) x"), (W{{":1.2) x", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("(x : -0.5 )"), (W{{"x ", -0.5}}));
+  EXPECT_EQ(parse_prompt_attention("a\\b"), (W{{"ab", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("a\\"), (W{{"a", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("[x:0.5]"), (W{{"x:0.5", 0.9090909090909091}}));
+  EXPECT_EQ(parse_prompt_attention("(x:.5)"), (W{{"x", 0.5}}));
+  EXPECT_EQ(parse_prompt_attention("(x:+1.5)"), (W{{"x", 1.5}}));
+  EXPECT_EQ(parse_prompt_attention("((x)"), (W{{"x", 1.2100000000000002}}));
+  EXPECT_EQ(parse_prompt_attention("[a (b] c)"), (W{{"a ", 0.9090909090909091}, {"b", 1.0}, {" c", 1.1}}));
+  EXPECT_EQ(parse_prompt_attention("x:y"), (W{{"x:y", 1.0}}));
+  EXPECT_EQ(parse_prompt_attention("(a:1e2)"), (W{{"a:1e2", 1.1}}));
+  EXPECT_THROW(parse_prompt_attention("(x:1.2.3)"), Error);  // Python's float() raises
+}
+
+TEST(PromptLora, Tags) {
+  std::vector<LoraTag> l;
+  EXPECT_EQ(extract_lora_tags("a cat, <lora:myLora:0.8> style", &l), "a cat,  style");
+  ASSERT_EQ(l.size(), 1u);
+  EXPECT_EQ(l[0].name, "myLora");
+  EXPECT_FLOAT_EQ(l[0].te_weight, 0.8f);
+  EXPECT_FLOAT_EQ(l[0].unet_weight, 0.8f);
+  l.clear();
+  EXPECT_EQ(extract_lora_tags("<lora:a:0.5:1.2>x<lyco:b><hypernet:h:1>y<lora:c:te=0.3:unet=0.7>", &l), "xy");
+  ASSERT_EQ(l.size(), 3u);
+  EXPECT_EQ(l[0].name, "a");
+  EXPECT_FLOAT_EQ(l[0].te_weight, 0.5f);
+  EXPECT_FLOAT_EQ(l[0].unet_weight, 1.2f);
+  EXPECT_EQ(l[1].name, "b");
+  EXPECT_FLOAT_EQ(l[1].te_weight, 1.f);
+  EXPECT_FLOAT_EQ(l[1].unet_weight, 1.f);
+  EXPECT_EQ(l[2].name, "c");
+  EXPECT_FLOAT_EQ(l[2].te_weight, 0.3f);
+  EXPECT_FLOAT_EQ(l[2].unet_weight, 0.7f);
+  // Not tags: no word before ':', nothing after it, no closing '>'.
+  l.clear();
+  EXPECT_EQ(extract_lora_tags("<:x> <lora:> a <b <lora:x", &l), "<:x> <lora:> a <b <lora:x");
+  EXPECT_TRUE(l.empty());
+  EXPECT_THROW(extract_lora_tags("<lora:x:abc>", &l), Error);
+}
+
+namespace {
+struct ChunkSummary {
+  int content;  // ids before the EOS padding
+  int first, last;
+};
+std::vector<ChunkSummary> summarize(const std::vector<PromptChunk>& cs) {
+  std::vector<ChunkSummary> out;
+  for (auto& c : cs) {
+    EXPECT_EQ(c.tokens.size(), 77u);
+    EXPECT_EQ(c.multipliers.size(), 77u);
+    EXPECT_EQ(c.tokens[0], 49406);
+    EXPECT_EQ(c.tokens[76], 49407);
+    int n = 76;
+    while (n > 1 && c.tokens[n - 1] == 49407) n--;
+    out.push_back({n - 1, c.tokens[1], c.tokens[n - 1]});
+  }
+  return out;
+}
+void expect_chunks(const std::string& prompt, int token_count, std::vector<ChunkSummary> want) {
+  int tc = -1;
+  auto got = summarize(chunk_prompt(Tokenizer::clip(), prompt, {}, &tc));
+  EXPECT_EQ(tc, token_count) << prompt;
+  ASSERT_EQ(got.size(), want.size()) << prompt;
+  for (size_t i = 0; i < got.size(); i++) {
+    EXPECT_EQ(got[i].content, want[i].content) << prompt << " chunk " << i;
+    EXPECT_EQ(got[i].first, want[i].first) << prompt << " chunk " << i;
+    EXPECT_EQ(got[i].last, want[i].last) << prompt << " chunk " << i;
+  }
+}
+}  // namespace
+
+TEST(PromptChunks, MatchA1111) {
+  std::string tags;
+  for (int i = 0; i < 60; i++) tags += (i ? ", tag" : "tag") + std::to_string(i);
+  // Comma backtracking: chunks end at the last comma within 20 tokens of the boundary.
+  expect_chunks(tags, 232, {{74, 3640, 267}, {75, 3640, 280}, {73, 267, 267}, {7, 3640, 280}});
+  std::string photo, landscape, cat75, cat76;
+  for (int i = 0; i < 100; i++) photo += "photo ";
+  for (int i = 0; i < 6; i++)
+    landscape += (i ? " " : "") + std::string("a beautiful landscape with mountains, rivers, trees and a small house");
+  for (int i = 0; i < 75; i++) cat75 += "cat ";
+  cat76 = cat75 + "cat ";
+  expect_chunks(photo, 100, {{75, 1125, 1125}, {25, 1125, 1125}});
+  expect_chunks(landscape, 80, {{73, 320, 267}, {5, 4682, 1212}});
+  expect_chunks(cat75, 75, {{75, 2368, 2368}});
+  expect_chunks(cat76, 76, {{75, 2368, 2368}, {1, 2368, 2368}});
+  expect_chunks("a red cat BREAK a blue (dog:1.3), [sky]", 80, {{3, 320, 2368}, {5, 320, 2390}});
+  // Empty prompt: one empty chunk.
+  auto e = chunk_prompt(Tokenizer::clip(), "");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].tokens, empty_chunk(Tokenizer::clip()).tokens);
+}
+
+TEST(PromptChunks, Multipliers) {
+  auto c = chunk_prompt(Tokenizer::clip(), "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).");
+  ASSERT_EQ(c.size(), 1u);
+  // float32 of A1111's double weights, per token position (BOS at 0).
+  std::vector<float> want(77, 1.f);
+  want[2] = 1.5730000000000004f;
+  want[4] = 1.1f;
+  want[5] = 0.55f;
+  for (int i = 6; i <= 8; i++) want[i] = 1.1f;  // ", sun,"
+  want[9] = 1.4641000000000006f;
+  want[10] = 1.1f;
+  EXPECT_EQ(c[0].multipliers, want);
+  auto b = chunk_prompt(Tokenizer::clip(), "a red cat BREAK a blue (dog:1.3), [sky]");
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_FLOAT_EQ(b[1].multipliers[3], 1.3f);
+  EXPECT_FLOAT_EQ(b[1].multipliers[4], 1.f);
+  EXPECT_FLOAT_EQ(b[1].multipliers[5], (float)(1 / 1.1));
+  // Emphasis off: parentheses are literal text.
+  ChunkOptions off;
+  off.emphasis = false;
+  auto n = chunk_prompt(Tokenizer::clip(), "(dog:1.3)", off);
+  for (float m : n[0].multipliers) EXPECT_EQ(m, 1.f);
+  EXPECT_EQ(n[0].tokens[1], Tokenizer::clip().encode("(")[0]);
+}
