@@ -500,3 +500,82 @@ TEST(CheckpointErrors, BrokenFolders) {
     EXPECT_ERROR(open_checkpoint(d), "folder has no model_index.json");
   }
 }
+
+// ---------- real-size key layouts (shapes only; tools/gen_checkpoint_shapes.py) ----------
+
+namespace {
+// A store with every key of a real SD1.5 / SD2.1 single file. Tensors are F16 views of one
+// shared zero buffer (only shapes are read, except OpenCLIP's in_proj which is sliced: the
+// buffer is large enough for it).
+WeightStore real_layout(const std::string& which, const std::string& source) {
+  static std::shared_ptr<void> buf(std::calloc(8 << 20, 1), std::free);
+  std::ifstream in(std::string(EASEL_FIXTURES) + "/../data/checkpoint_shapes.json");
+  EXPECT_TRUE(in.good()) << "tests/data/checkpoint_shapes.json missing";
+  nlohmann::json j = nlohmann::json::parse(in);
+  WeightStore w;
+  w.source = source;
+  for (auto& [k, s] : j.at(which).items()) w.tensors[k] = Tensor::view_of(buf.get(), s.get<Shape>(), DType::F16, buf);
+  return w;
+}
+}  // namespace
+
+TEST(CheckpointRealLayout, Sd15) {
+  WeightStore all = real_layout("sd15", "sd15.safetensors");
+  // Shapes only, so the pieces of open_checkpoint are called directly.
+  EXPECT_EQ(detect::family_from_ldm(all), "sd1");
+  UNetConfig u = detect::unet_from_ldm(all.sub("model.diffusion_model."), "sd1");
+  UNetConfig ref;  // SD1.5 defaults
+  EXPECT_EQ(u.block_out_channels, ref.block_out_channels);
+  EXPECT_EQ(u.down_block_types, ref.down_block_types);
+  EXPECT_EQ(u.up_block_types, ref.up_block_types);
+  EXPECT_EQ(u.layers_per_block, 2);
+  EXPECT_EQ(u.attention_head_dim, (std::vector<int>{8, 8, 8, 8}));
+  EXPECT_EQ(u.transformer_layers_per_block, (std::vector<int>{1, 1, 1, 1}));
+  EXPECT_EQ(u.cross_attention_dim, 768);
+  EXPECT_FALSE(u.use_linear_projection);
+  EXPECT_EQ(u.in_channels, 4);
+  VAEConfig v = detect::vae_from_ldm(all.sub("first_stage_model."));
+  EXPECT_EQ(v.block_out_channels, (std::vector<int>{128, 256, 512, 512}));
+  EXPECT_EQ(v.layers_per_block, 2);
+  EXPECT_EQ(v.latent_channels, 4);
+  std::vector<std::string> unknown;
+  WeightStore un = keys::apply_table(all.sub("model.diffusion_model."), keys::ldm_unet_table(u), unknown, "");
+  WeightStore va = keys::apply_table(all.sub("first_stage_model."), keys::ldm_vae_table(v), unknown, "");
+  EXPECT_TRUE(unknown.empty()) << unknown.size() << " unknown, first " << unknown[0];
+  EXPECT_EQ(un.tensors.size(), all.keys_with_prefix("model.diffusion_model.").size());  // 686 in SD1.5
+  EXPECT_EQ(va.tensors.size(), all.keys_with_prefix("first_stage_model.").size());
+  EXPECT_EQ(un.get("up_blocks.2.upsamplers.0.conv.weight").shape(), (Shape{640, 640, 3, 3}));
+  EXPECT_EQ(un.get("down_blocks.3.resnets.1.time_emb_proj.weight").shape(), (Shape{1280, 1280}));
+  EXPECT_EQ(va.get("decoder.mid_block.attentions.0.to_v.weight").shape(), (Shape{512, 512}));
+  EXPECT_EQ(va.get("decoder.up_blocks.3.resnets.0.conv_shortcut.weight").shape(), (Shape{128, 256, 1, 1}));
+}
+
+TEST(CheckpointRealLayout, Sd21OpenClipAndVPrediction) {
+  WeightStore all = real_layout("sd21", "sd21.safetensors");
+  EXPECT_EQ(detect::family_from_ldm(all), "sd2");
+  UNetConfig u = detect::unet_from_ldm(all.sub("model.diffusion_model."), "sd2");
+  EXPECT_EQ(u.attention_head_dim, (std::vector<int>{5, 10, 20, 20}));  // diffusers' SD2 config
+  EXPECT_TRUE(u.use_linear_projection);
+  EXPECT_EQ(u.cross_attention_dim, 1024);
+  EXPECT_EQ(detect::prediction_from_ldm(all, "sd2", u.in_channels), "v_prediction");
+  std::vector<std::string> unknown;
+  WeightStore oc = all.sub("cond_stage_model.model.");
+  EXPECT_EQ(keys::openclip_layers(oc), 24);
+  WeightStore te = keys::openclip_to_hf(oc, 23, unknown, "cond_stage_model.model.");
+  EXPECT_TRUE(unknown.empty());
+  TextEncoderConfig t = detect::text_from_hf(te, "sd2");
+  EXPECT_EQ(t.num_hidden_layers, 23);
+  EXPECT_EQ(t.num_attention_heads, 16);
+  EXPECT_EQ(t.hidden_size, 1024);
+  EXPECT_EQ(t.intermediate_size, 4096);
+  EXPECT_EQ(t.hidden_act, "gelu");
+  EXPECT_EQ(te.get("encoder.layers.22.self_attn.v_proj.weight").shape(), (Shape{1024, 1024}));
+  EXPECT_FALSE(te.has("encoder.layers.23.self_attn.v_proj.weight"));
+  // 2-inpainting: 9 input channels => epsilon.
+  const Tensor& conv_in = all.tensors.at("model.diffusion_model.input_blocks.0.0.weight");
+  all.tensors["model.diffusion_model.input_blocks.0.0.weight"] =
+      Tensor::view_of(const_cast<void*>(conv_in.raw()), {320, 9, 3, 3}, DType::F16, nullptr);
+  UNetConfig ui = detect::unet_from_ldm(all.sub("model.diffusion_model."), "sd2");
+  EXPECT_EQ(ui.in_channels, 9);
+  EXPECT_EQ(detect::prediction_from_ldm(all, "sd2", ui.in_channels), "epsilon");
+}
