@@ -4,6 +4,7 @@
 // spacings, linear betas, sigma_min, trailing, img2img) from tools/gen_sampler_extra.py.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "common.h"
@@ -173,4 +174,113 @@ TEST(Schedulers, ErrorsNameTheProblem) {
   EXPECT_THROW(s->step(x, 0, x, *rng), Error);  // before set_timesteps
   s->set_timesteps(4);
   EXPECT_THROW(s->step(x, 4, x, *rng), Error);  // out of range
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extra configurations (tools/gen_sampler_extra.py).
+
+namespace {
+
+struct ExtraCase {
+  std::string sampler, schedule;
+  int steps = 0;
+  bool loop = false;
+  double strength = 0;
+  SchedulerConfig cfg;
+};
+
+ExtraCase extra_case(const WeightStore& ref, const std::string& name) {
+  json j = parse_meta(ref.metadata.at(name));
+  ExtraCase c;
+  c.sampler = j["sampler"];
+  c.schedule = j["schedule"];
+  c.steps = j["steps"];
+  c.loop = j.value("loop", false);
+  c.strength = j.value("strength", 0.0);
+  // Defaults of the diffusers classes where the case leaves a field out.
+  json cj = j["config"];
+  SchedulerConfig& k = c.cfg;
+  k = SchedulerConfig();
+  k.steps_offset = 0;
+  k.timestep_spacing = c.sampler == "ddim" ? "leading" : "linspace";
+  k = config_from_json(cj);
+  if (!cj.contains("steps_offset")) k.steps_offset = 0;
+  if (!cj.contains("timestep_spacing")) k.timestep_spacing = c.sampler == "ddim" ? "leading" : "linspace";
+  return c;
+}
+
+}  // namespace
+
+TEST(SchedulesExtra, AllSpacingsBetasPredictionsAndKarras) {
+  WeightStore ref = test::load_ref("schedulers/ref_sampler_extra.safetensors");
+  const Shape shape = {1, 4, 4, 4};
+  int cases = 0, loops = 0;
+  double worst_sched = 0, worst_loop = 0;
+  for (int k = 0;; k++) {
+    const std::string p = "c" + std::to_string(k);
+    if (!ref.metadata.count(p)) break;
+    ExtraCase c = extra_case(ref, p);
+    auto s = make_scheduler(c.sampler, c.schedule, c.cfg);
+    s->set_timesteps(c.steps);
+    const std::string what = p + " " + ref.metadata.at(p);
+    const Tensor& ts = ref.get(p + ".timesteps");
+    EXPECT_TRUE(test::allclose(vec_tensor(s->timesteps()), ts, 1e-4f, 1e-6f)) << what;
+    worst_sched = std::max(worst_sched, max_rel(s->timesteps(), ts));
+    if (ref.has(p + ".sigmas")) {
+      const Tensor& sg = ref.get(p + ".sigmas");
+      EXPECT_TRUE(test::allclose(vec_tensor(s->sigmas()), sg, 1e-7f, 1e-6f)) << what;
+      worst_sched = std::max(worst_sched, max_rel(s->sigmas(), sg));
+    }
+    const float ins = ref.get(p + ".init_noise_sigma", {1}).f32()[0];
+    EXPECT_NEAR(s->init_noise_sigma(), ins, 1e-6 * std::max(1.0f, ins)) << what;
+    cases++;
+    if (!c.loop) continue;
+    auto rng = make_rng("torch-cpu", 99);
+    Tensor x = rng->randn(shape);
+    for (int64_t e = 0; e < x.numel(); e++) x.f32()[e] *= s->init_noise_sigma();
+    for (size_t i = 0; i < s->timesteps().size(); i++) {
+      Tensor mo = fake_model(s->scale_model_input(x, i), s->timesteps()[i]);
+      x = s->step(mo, i, x, *rng);
+      const Tensor& want = ref.get(p + ".step_" + std::to_string(i), shape);
+      EXPECT_TRUE(test::allclose(x, want, 1e-5f, 1e-5f)) << what << " step " << i;
+      for (int64_t e = 0; e < x.numel(); e++)
+        worst_loop = std::max(worst_loop, (double)std::fabs(x.f32()[e] - want.f32()[e]) / (1.0 + std::fabs(want.f32()[e])));
+    }
+    loops++;
+    if (getenv("EASEL_VERBOSE")) std::printf("%s worst so far %.3g\n", what.c_str(), worst_loop);
+  }
+  EXPECT_EQ(cases, 152);
+  EXPECT_GT(loops, 80);
+  std::printf("extra: %d schedules (max rel err %.3g), %d loops (max err %.3g)\n", cases, worst_sched, loops,
+              worst_loop);
+}
+
+TEST(SchedulesExtra, Img2ImgMatchesDiffusersPipeline) {
+  WeightStore ref = test::load_ref("schedulers/ref_sampler_extra.safetensors");
+  const Shape shape = {1, 4, 4, 4};
+  int cases = 0;
+  double worst = 0;
+  for (int k = 0;; k++) {
+    const std::string p = "i" + std::to_string(k);
+    if (!ref.metadata.count(p)) break;
+    ExtraCase c = extra_case(ref, p);
+    const std::string what = p + " " + ref.metadata.at(p);
+    auto s = make_scheduler(c.sampler, c.schedule, c.cfg);
+    s->set_timesteps(c.steps);
+    const size_t start = img2img_start_index(*s, c.steps, c.strength);
+    EXPECT_EQ((float)start, ref.get(p + ".start", {1}).f32()[0]) << what;
+    auto rng = make_rng("torch-cpu", 99);
+    Tensor init = rng->randn(shape), noise = rng->randn(shape);
+    Tensor x = s->add_noise(init, noise, start);
+    EXPECT_TRUE(test::allclose(x, ref.get(p + ".noised", shape), 1e-6f, 1e-6f)) << what;
+    for (size_t i = start; i < s->timesteps().size(); i++)
+      x = s->step(fake_model(s->scale_model_input(x, i), s->timesteps()[i]), i, x, *rng);
+    const Tensor& want = ref.get(p + ".final", shape);
+    EXPECT_TRUE(test::allclose(x, want, 1e-5f, 1e-5f)) << what;
+    for (int64_t e = 0; e < x.numel(); e++)
+      worst = std::max(worst, (double)std::fabs(x.f32()[e] - want.f32()[e]) / (1.0 + std::fabs(want.f32()[e])));
+    cases++;
+  }
+  EXPECT_EQ(cases, 18);
+  std::printf("img2img: %d cases, max err %.3g\n", cases, worst);
 }

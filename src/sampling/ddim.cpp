@@ -31,8 +31,10 @@ class DDIMScheduler : public Scheduler {
     } else {  // trailing
       for (double v : np_arange(T, 0, -(double)T / n)) ts.push_back((int64_t)np_round(v) - 1);
     }
+    // "trailing" can end in -1 (numpy.arange yields an extra element for some step counts, e.g.
+    // 61); diffusers then indexes alphas_cumprod[-1], i.e. the last entry. ac() does the same.
     for (int64_t t : ts)
-      EASEL_CHECK(t >= 0 && t < T, "scheduler", "ddim timestep " + std::to_string(t) + " out of range");
+      EASEL_CHECK(t >= -T && t < T, "scheduler", "ddim timestep " + std::to_string(t) + " out of range");
     int_timesteps_ = ts;
     timesteps_.assign(ts.begin(), ts.end());
     sigmas_.clear();
@@ -42,8 +44,8 @@ class DDIMScheduler : public Scheduler {
     check_step(model_output, i, x);
     const int64_t t = int_timesteps_[i];
     const int64_t prev_t = t - cfg_.num_train_timesteps / n_;  // diffusers uses T // N for every spacing
-    const float a_t = alphas_cumprod_[t];
-    const float a_prev = prev_t >= 0 ? alphas_cumprod_[prev_t] : final_alpha_cumprod_;
+    const float a_t = ac(t);
+    const float a_prev = prev_t >= 0 ? ac(prev_t) : final_alpha_cumprod_;
     const float b_t = 1.0f - a_t;
     const float sqrt_a = std::sqrt(a_t), sqrt_b = std::sqrt(b_t);
     const int64_t n = x.numel();
@@ -77,7 +79,7 @@ class DDIMScheduler : public Scheduler {
   Tensor add_noise(const Tensor& original, const Tensor& noise, size_t i) const override {
     EASEL_CHECK(i < int_timesteps_.size(), "scheduler", "add_noise: step index out of range (set_timesteps first?)");
     EASEL_CHECK(original.shape() == noise.shape(), "scheduler", "add_noise: shapes differ");
-    const float a = alphas_cumprod_[int_timesteps_[i]];
+    const float a = ac(int_timesteps_[i]);
     const float sa = std::sqrt(a), sb = std::sqrt(1.0f - a);
     Tensor out = Tensor::empty(original.shape());
     const float *x = original.f32(), *z = noise.f32();
@@ -87,6 +89,7 @@ class DDIMScheduler : public Scheduler {
   }
 
  private:
+  float ac(int64_t t) const { return alphas_cumprod_[t < 0 ? t + (int64_t)alphas_cumprod_.size() : t]; }
   float final_alpha_cumprod_;
   int n_ = 0;
   std::vector<int64_t> int_timesteps_;
