@@ -11,6 +11,7 @@
 #include "common.h"
 #include "io/checkpoint.h"
 #include "io/detect.h"
+#include "io/diffusers_folder.h"
 #include "io/keys_ldm.h"
 #include "io/keys_openclip.h"
 
@@ -578,4 +579,81 @@ TEST(CheckpointRealLayout, Sd21OpenClipAndVPrediction) {
   UNetConfig ui = detect::unet_from_ldm(all.sub("model.diffusion_model."), "sd2");
   EXPECT_EQ(ui.in_channels, 9);
   EXPECT_EQ(detect::prediction_from_ldm(all, "sd2", ui.in_channels), "epsilon");
+}
+
+// ---------- tiny SD2 fixture: OpenCLIP single file ----------
+
+TEST(CheckpointSd2, SingleFileDetectedAsSd2VPrediction) {
+  Checkpoint ck = open_checkpoint(fixture("sd2/sd2_ldm.safetensors"));
+  const ModelConfig& c = ck.config;
+  EXPECT_EQ(c.family, "sd2");
+  EXPECT_EQ(c.scheduler.prediction_type, "v_prediction");
+  EXPECT_TRUE(c.unet.use_linear_projection);
+  EXPECT_EQ(c.unet.attention_head_dim, (std::vector<int>{1, 1}));  // 64-dim heads: 64 ch -> 1 head
+  EXPECT_EQ(c.unet.sample_size, 96);                               // 768 px
+  EXPECT_EQ(c.text.num_hidden_layers, 3);                          // 4 resblocks, the last one dropped
+  EXPECT_EQ(c.text.hidden_act, "gelu");
+  EXPECT_EQ(c.pad_token_id, 0);
+  EXPECT_TRUE(ck.unknown_keys.empty()) << ck.unknown_keys[0];
+  EXPECT_FALSE(ck.text_encoder.has("encoder.layers.3.mlp.fc1.weight"));
+  EXPECT_EQ(ck.unet.get("down_blocks.1.attentions.0.proj_in.weight").shape(), (Shape{64, 64}));
+  EXPECT_TRUE(ck.unet.has("up_blocks.0.upsamplers.0.conv.weight"));  // output_blocks.2.2.conv
+
+  // The detected config agrees with the fixture's diffusers config.json files.
+  ModelConfig ref;
+  ref.family = "sd2";
+  ref.pad_token_id = 0;
+  const std::string d = fixture("sd2/diffusers_configs/");
+  ref.unet = parse_unet_config(d + "unet/config.json");
+  ref.vae = parse_vae_config(d + "vae/config.json");
+  ref.text = parse_text_encoder_config(d + "text_encoder/config.json");
+  ref.scheduler = parse_scheduler_config(d + "scheduler/scheduler_config.json");
+  expect_same_structure(c, ref);
+
+  // Same text-encoder architecture as the SD1 fixture: the OpenCLIP conversion yields exactly
+  // transformers' key set and shapes.
+  Checkpoint sd1 = open_checkpoint(fixture(kSd1Folder));
+  ASSERT_EQ(ck.text_encoder.tensors.size(), sd1.text_encoder.tensors.size());
+  for (auto& [k, t] : sd1.text_encoder.tensors) EXPECT_EQ(ck.text_encoder.get(k).shape(), t.shape()) << k;
+
+  std::string desc = describe_checkpoint(fixture("sd2/sd2_ldm.safetensors"));
+  EXPECT_NE(desc.find("family: sd2"), std::string::npos) << desc;
+  EXPECT_NE(desc.find("prediction: v_prediction"), std::string::npos) << desc;
+  EXPECT_NE(desc.find("resolution: 768x768"), std::string::npos) << desc;
+}
+
+TEST(CheckpointSd2, OverridesOnSd2) {
+  CheckpointOverrides ov;
+  ov.prediction_type = "epsilon";  // e.g. the 512-base saved as safetensors
+  EXPECT_EQ(open_checkpoint(fixture("sd2/sd2_ldm.safetensors"), ov).config.scheduler.prediction_type, "epsilon");
+  CheckpointOverrides fam;
+  fam.family = "sd1";
+  EXPECT_ERROR(open_checkpoint(fixture("sd2/sd2_ldm.safetensors"), fam),
+               "family override 'sd1' does not match this checkpoint, which is sd2 (its text encoder is OpenCLIP");
+}
+
+TEST(CheckpointSd2, FolderBuiltFromTheSingleFileRoundTrips) {
+  // An SD2 diffusers folder: the fixture's config files, the SD1 tokenizer vocabulary with SD2's
+  // pad token "!", and weights written from the converted single file.
+  Checkpoint s = open_checkpoint(fixture("sd2/sd2_ldm.safetensors"));
+  const std::string d = temp_dir("sd2_folder");
+  fs::copy(fixture("sd2/diffusers_configs"), d, fs::copy_options::recursive);
+  for (const char* f : {"vocab.json", "merges.txt"})
+    fs::copy_file(fixture(kSd1Folder) + "/tokenizer/" + f, d + "/tokenizer/" + f);
+  auto dump = [](const WeightStore& w, const std::string& path) {
+    std::map<std::string, Tensor> m(w.tensors.begin(), w.tensors.end());
+    write_safetensors(path, m);
+  };
+  dump(s.unet, d + "/unet/diffusion_pytorch_model.safetensors");
+  dump(s.vae, d + "/vae/diffusion_pytorch_model.safetensors");
+  std::map<std::string, Tensor> te;  // with the text_model. level, as transformers 4 saved it
+  for (auto& [k, t] : s.text_encoder.tensors) te["text_model." + k] = t;
+  write_safetensors(d + "/text_encoder/model.safetensors", te);
+  Checkpoint f = open_checkpoint(d);
+  expect_same_structure(f.config, s.config);
+  EXPECT_EQ(f.config.pad_token_id, 0);  // "!" looked up in vocab.json
+  EXPECT_EQ(f.tokenizer_dir, d + "/tokenizer");
+  expect_same_values(f.unet, s.unet, "unet");
+  expect_same_values(f.vae, s.vae, "vae");
+  expect_same_values(f.text_encoder, s.text_encoder, "text_encoder");
 }
