@@ -137,9 +137,10 @@ TEST(SamplerLoop, FiveStepsMatchDiffusers) {
         const Tensor& want = ref.get(p + "step_" + si, shape);
         // 1e-5: float32 chains of 5 steps; diffusers' own torch ops round differently (libm/VML).
         EXPECT_TRUE(test::allclose(x, want, 1e-5f, 1e-5f)) << p << "step " << i;
-        if (ref.has(p + "denoised_" + si))
+        if (ref.has(p + "denoised_" + si)) {
           EXPECT_TRUE(test::allclose(s->last_denoised(), ref.get(p + "denoised_" + si, shape), 1e-5f, 1e-5f))
               << p << "denoised " << i;
+        }
         for (int64_t k = 0; k < x.numel(); k++)
           worst = std::max(worst, (double)std::fabs(x.f32()[k] - want.f32()[k]) / (1.0 + std::fabs(want.f32()[k])));
       }
