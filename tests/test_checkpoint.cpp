@@ -432,6 +432,9 @@ TEST(CheckpointErrors, CraftedFiles) {
   m["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = ramp({100, 48}, 1.0f);
   write_safetensors(d + "/bad_te.safetensors", m);
   EXPECT_ERROR(open_checkpoint(d + "/bad_te.safetensors"), "hidden size 48 is not a multiple of CLIP's 64-dim heads");
+  std::string bad = describe_checkpoint(d + "/bad_te.safetensors");  // described, not rejected
+  EXPECT_NE(bad.find("not loadable as a model: [checkpoint]"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("hidden size 48"), std::string::npos) << bad;
 }
 
 namespace {

@@ -255,6 +255,7 @@ std::string guess_kind(const WeightStore& w) {
   auto has_prefix = [&](const std::string& p) { return !w.keys_with_prefix(p).empty(); };
   if (any("lora_down") || any("lora_A") || any("lora_up") || any("hada_w1") || any("lokr_w1")) return "LoRA / LyCORIS";
   if (has_prefix("control_model.") || any("controlnet_cond_embedding")) return "ControlNet";
+  if (has_prefix(kUNet)) return "SD single-file checkpoint (incomplete)";
   if (has_prefix("first_stage_model.") || has_prefix("encoder.conv_in.") || has_prefix("decoder.conv_in."))
     return "VAE";
   if (has_prefix("conditioner.embedders.")) return "SDXL checkpoint (not supported)";
@@ -310,7 +311,11 @@ std::string describe_checkpoint(const std::string& path) {
   WeightStore w = unwrap_state_dict(load_weights(path));
   if (w.keys_with_prefix(kUNet).empty() || w.keys_with_prefix("cond_stage_model.").empty())
     return describe_file(path, w);
-  return describe_model(open_single_file(path, std::move(w)), true);
+  try {
+    return describe_model(open_single_file(path, w), true);
+  } catch (const Error& e) {  // a broken model file is still described
+    return describe_file(path, w) + "not loadable as a model: " + e.what() + "\n";
+  }
 }
 
 }  // namespace easel
