@@ -1,59 +1,20 @@
 // UNet2DConditionModel against diffusers (tools/gen_fixtures.py: tests/fixtures/{sd1,sd2}/ref_unet.safetensors),
-// block by block. SD1: conv projections, 8 heads; SD2: linear projections, 64-dim heads.
+// block by block, loaded through open_checkpoint from a diffusers folder (config.json, f32) and from
+// LDM single files (config detected from shapes; sd2's weights are all f16, kept compact).
+// SD1: conv projections, 8 heads; SD2: linear projections, 64-dim heads.
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <map>
 
 #include <nlohmann/json.hpp>
 
 #include "common.h"
+#include "io/checkpoint.h"
 #include "models/unet.h"
 
 using namespace easel;
 using json = nlohmann::json;
 
 namespace {
-
-// EASEL_TEST_FIXTURES overrides the fixture root (for private reference dumps).
-std::string fx(const std::string& rel) {
-  if (const char* d = std::getenv("EASEL_TEST_FIXTURES")) return std::string(d) + "/" + rel;
-  return test::fixture(rel);
-}
-
-std::vector<int> int_or_list(const json& j, size_t n) {
-  if (j.is_array()) return j.get<std::vector<int>>();
-  return std::vector<int>(n, j.get<int>());
-}
-
-// UNetConfig from a diffusers unet/config.json.
-UNetConfig read_unet_config(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw Error("cannot open " + path);
-  json j = json::parse(f);
-  UNetConfig c;
-  c.in_channels = j.at("in_channels");
-  c.out_channels = j.at("out_channels");
-  c.sample_size = j.value("sample_size", 64);
-  c.block_out_channels = j.at("block_out_channels").get<std::vector<int>>();
-  size_t n = c.block_out_channels.size();
-  c.down_block_types = j.at("down_block_types").get<std::vector<std::string>>();
-  c.up_block_types = j.at("up_block_types").get<std::vector<std::string>>();
-  c.layers_per_block = j.at("layers_per_block");
-  c.attention_head_dim = int_or_list(j.at("attention_head_dim"), n);
-  if (j.contains("num_attention_heads") && !j["num_attention_heads"].is_null())
-    c.num_attention_heads = int_or_list(j["num_attention_heads"], n);
-  c.transformer_layers_per_block = int_or_list(j.value("transformer_layers_per_block", json(1)), n);
-  c.cross_attention_dim = j.at("cross_attention_dim");
-  c.use_linear_projection = j.value("use_linear_projection", false);
-  c.norm_num_groups = j.at("norm_num_groups");
-  c.norm_eps = j.at("norm_eps");
-  c.flip_sin_to_cos = j.at("flip_sin_to_cos");
-  c.freq_shift = j.at("freq_shift");
-  return c;
-}
 
 // diffusers' fixture key for a timestep: f"t{ts:g}" with '.' -> 'p'.
 std::string ts_key(double ts) {
@@ -78,21 +39,23 @@ float max_abs(const Tensor& t) {
 constexpr float kAtol = 1e-4f, kRtol = 1e-4f;
 
 
-class UNetRef : public ::testing::TestWithParam<std::string> {};
+struct Source {
+  const char* name;  // test name suffix
+  const char* path;  // checkpoint under tests/fixtures
+  const char* ref;   // reference dump under tests/fixtures
+};
+
+class UNetRef : public ::testing::TestWithParam<Source> {};
 
 TEST_P(UNetRef, MatchesDiffusersBlockByBlock) {
-  const std::string fam = GetParam();
-  std::string ref_path = fx(fam + "/ref_unet.safetensors");
-  std::string dir = fx(fam + "/diffusers/unet");
-  if (!std::filesystem::exists(ref_path)) GTEST_SKIP() << "fixture " << ref_path << " not generated yet";
-
-  UNetConfig cfg = read_unet_config(dir + "/config.json");
-  WeightStore w = load_weights(dir + "/diffusion_pytorch_model.safetensors");
+  const Source src = GetParam();
+  Checkpoint ck = open_checkpoint(test::fixture(src.path));
   UNet2DConditionModel unet;
-  unet.load(w, cfg);
-  EXPECT_TRUE(w.unused().empty()) << "unused UNet key, e.g. " << w.unused().front();
+  unet.load(ck.unet, ck.config.unet);
+  auto unused = ck.unet.unused();
+  EXPECT_TRUE(unused.empty()) << unused.size() << " unused UNet keys, e.g. " << unused.front();
 
-  WeightStore ref = load_weights(ref_path);
+  WeightStore ref = test::load_ref(src.ref);
   Tensor sample = ref.get("sample").to(DType::F32);               // [2, 4, 8, 8]
   Tensor ctx = ref.get("encoder_hidden_states").to(DType::F32);   // [2, 77, cross]
   auto timesteps = json::parse(ref.metadata.at("timesteps")).get<std::vector<double>>();
@@ -110,27 +73,23 @@ TEST_P(UNetRef, MatchesDiffusersBlockByBlock) {
       EXPECT_TRUE(test::allclose(out, r, kAtol * tol, kRtol)) << name;
       compared++;
     };
-    Tensor out = unet.forward(sample, std::vector<float>(sample.size(0), (float)ts), ctx, &ex);
+    // The first timestep is passed once for the whole batch (diffusers broadcasts a 0-d timestep).
+    std::vector<float> tv = ts == timesteps.front() ? std::vector<float>{(float)ts}
+                                                     : std::vector<float>(sample.size(0), (float)ts);
+    Tensor out = unet.forward(sample, tv, ctx, &ex);
     // Every dumped module was visited (top-level blocks, plus sub-modules where dumped).
     EXPECT_EQ(compared, (int)ref.keys_with_prefix(key + ".").size() - 1);
     auto r = test::allclose(out, ref.get(key + ".out"), kAtol, kRtol);
     EXPECT_TRUE(r);
-    std::printf("[%s t=%g] %s\n", fam.c_str(), ts, r.message());
-
-    // Same weights stored as float16 (the fixtures' values are fp16-representable, so this tests
-    // the compact-weight path, not rounding): same result up to accumulation order.
-    if (ts == timesteps.front()) {
-      WeightStore w16;
-      for (auto& [k, t] : w.tensors) w16.tensors[k] = t.to(DType::F16);
-      UNet2DConditionModel u16;
-      u16.load(w16, cfg);
-      Tensor o16 = u16.forward(sample, {(float)ts}, ctx);  // one timestep broadcast to the batch
-      EXPECT_TRUE(test::allclose(o16, ref.get(key + ".out"), kAtol, kRtol)) << "f16 weights";
-    }
+    std::printf("[%s t=%g] %s\n", src.name, ts, r.message());
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, UNetRef, ::testing::Values("sd1", "sd2"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, UNetRef,
+                         ::testing::Values(Source{"sd1_diffusers", "sd1/diffusers", "sd1/ref_unet.safetensors"},
+                                           Source{"sd1_ldm", "sd1/sd1_ldm.safetensors", "sd1/ref_unet.safetensors"},
+                                           Source{"sd2_ldm", "sd2/sd2_ldm.safetensors", "sd2/ref_unet.safetensors"}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 TEST(UNet, TimestepEmbeddingMatchesFormula) {
   // diffusers get_timestep_embedding(t, 8, flip_sin_to_cos=True, downscale_freq_shift=0):
@@ -150,10 +109,9 @@ TEST(UNet, TimestepEmbeddingMatchesFormula) {
 }
 
 TEST(UNet, RejectsBadInputs) {
-  std::string dir = fx("sd1/diffusers/unet");
-  if (!std::filesystem::exists(dir + "/config.json")) GTEST_SKIP() << "fixture " << dir << " not generated yet";
-  UNetConfig cfg = read_unet_config(dir + "/config.json");
-  WeightStore w = load_weights(dir + "/diffusion_pytorch_model.safetensors");
+  Checkpoint ck = open_checkpoint(test::fixture("sd1/diffusers"));
+  const UNetConfig& cfg = ck.config.unet;
+  const WeightStore& w = ck.unet;
   UNet2DConditionModel unet;
   unet.load(w, cfg);
   Tensor ctx = Tensor::zeros({1, 77, cfg.cross_attention_dim});
