@@ -660,3 +660,31 @@ TEST(CheckpointSd2, FolderBuiltFromTheSingleFileRoundTrips) {
   expect_same_values(f.vae, s.vae, "vae");
   expect_same_values(f.text_encoder, s.text_encoder, "text_encoder");
 }
+
+TEST(CheckpointSd1, ShardedAndFp16VariantWeights) {
+  std::string d = copy_sd1_folder("sharded");
+  Checkpoint ref = open_checkpoint(fixture(kSd1Folder));
+  // unet: two shards + index.json (as from_pretrained writes large models).
+  fs::remove(d + "/unet/diffusion_pytorch_model.safetensors");
+  std::map<std::string, Tensor> a, b;
+  nlohmann::json map = nlohmann::json::object();
+  size_t i = 0;
+  for (auto& [k, t] : ref.unet.tensors) {
+    bool first = i++ % 2 == 0;
+    (first ? a : b)[k] = t;
+    map[k] = first ? "diffusion_pytorch_model-00001-of-00002.safetensors" : "diffusion_pytorch_model-00002-of-00002.safetensors";
+  }
+  write_safetensors(d + "/unet/diffusion_pytorch_model-00001-of-00002.safetensors", a);
+  write_safetensors(d + "/unet/diffusion_pytorch_model-00002-of-00002.safetensors", b);
+  write_text(d + "/unet/diffusion_pytorch_model.safetensors.index.json",
+             nlohmann::json{{"metadata", {{"total_size", 0}}}, {"weight_map", map}}.dump());
+  // vae: only the fp16 variant file.
+  fs::rename(d + "/vae/diffusion_pytorch_model.safetensors", d + "/vae/diffusion_pytorch_model.fp16.safetensors");
+  Checkpoint s = open_checkpoint(d);
+  expect_same_values(s.unet, ref.unet, "unet");
+  expect_same_values(s.vae, ref.vae, "vae");
+  // A weight_map entry whose shard lacks it is an error naming the index file and the key.
+  map["extra.weight"] = "diffusion_pytorch_model-00001-of-00002.safetensors";
+  write_text(d + "/unet/diffusion_pytorch_model.safetensors.index.json", nlohmann::json{{"weight_map", map}}.dump());
+  EXPECT_ERROR(open_checkpoint(d), "index.json: tensor 'extra.weight' listed in weight_map is not in");
+}
