@@ -142,8 +142,20 @@ TEST(KeysLdm, ResnetAndAttentionSuffixRules) {
   EXPECT_EQ(keys::rename_suffix(Rule::VAEAttention, "proj_out.bias"), "to_out.0.bias");
   EXPECT_EQ(keys::rename_suffix(Rule::VAEAttention, "norm.weight"), "group_norm.weight");
   EXPECT_EQ(keys::rename_suffix(Rule::VAEAttention, "q.weight"), "to_q.weight");
-  EXPECT_EQ(keys::rename_suffix(Rule::Same, "transformer_blocks.0.attn2.to_k.weight"),
+  EXPECT_EQ(keys::rename_suffix(Rule::VAEAttention, "q.scale"), "");
+  EXPECT_EQ(keys::rename_suffix(Rule::Same, "bias"), "bias");
+  EXPECT_EQ(keys::rename_suffix(Rule::Same, "running_mean"), "");
+  EXPECT_EQ(keys::rename_suffix(Rule::UNetAttention, "transformer_blocks.0.attn2.to_k.weight"),
             "transformer_blocks.0.attn2.to_k.weight");
+  EXPECT_EQ(keys::rename_suffix(Rule::UNetAttention, "transformer_blocks.1.ff.net.0.proj.bias"),
+            "transformer_blocks.1.ff.net.0.proj.bias");
+  EXPECT_EQ(keys::rename_suffix(Rule::UNetAttention, "proj_in.weight"), "proj_in.weight");
+  EXPECT_EQ(keys::rename_suffix(Rule::UNetAttention, "transformer_blocks.x.norm1.weight"), "");
+  EXPECT_EQ(keys::rename_suffix(Rule::UNetAttention, "transformer_blocks.0.attn1.to_q.lora_down.weight"), "");
+  EXPECT_TRUE(keys::is_clip_text_key("encoder.layers.11.mlp.fc2.bias"));
+  EXPECT_TRUE(keys::is_clip_text_key("embeddings.position_embedding.weight"));
+  EXPECT_FALSE(keys::is_clip_text_key("encoder.layers.1.mlp.fc3.bias"));
+  EXPECT_FALSE(keys::is_clip_text_key("text_projection.weight"));
 }
 
 TEST(KeysLdm, VAETableReversesDecoderLevels) {
@@ -424,10 +436,15 @@ TEST(CheckpointErrors, CraftedFiles) {
   // Unknown keys are listed, not fatal.
   m["model.diffusion_model.input_blocks.1.0.in_layers.1.weight"] = ramp({2}, 1.0f);
   m["my_extra_tensor"] = ramp({2}, 1.0f);
+  m["cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc3.weight"] = ramp({2}, 1.0f);
+  m["model.diffusion_model.middle_block.1.transformer_blocks.0.attn1.to_q.alpha"] = ramp({1}, 1.0f);
   write_safetensors(d + "/extra.safetensors", m);
   Checkpoint ck = open_checkpoint(d + "/extra.safetensors");
-  EXPECT_EQ(ck.unknown_keys, (std::vector<std::string>{"model.diffusion_model.input_blocks.1.0.in_layers.1.weight",
-                                                       "my_extra_tensor"}));
+  EXPECT_EQ(ck.unknown_keys,
+            (std::vector<std::string>{"cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc3.weight",
+                                      "model.diffusion_model.input_blocks.1.0.in_layers.1.weight",
+                                      "model.diffusion_model.middle_block.1.transformer_blocks.0.attn1.to_q.alpha",
+                                      "my_extra_tensor"}));
   m.erase("model.diffusion_model.input_blocks.1.0.in_layers.1.weight");
   m["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = ramp({100, 48}, 1.0f);
   write_safetensors(d + "/bad_te.safetensors", m);

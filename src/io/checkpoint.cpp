@@ -53,8 +53,9 @@ WeightStore unwrap_state_dict(WeightStore all) {
   return out;
 }
 
-// CLIP-L keys without "cond_stage_model.transformer." and without "text_model.".
-WeightStore clip_l_to_hf(const WeightStore& te) {
+// CLIP-L keys without "cond_stage_model.transformer." and without "text_model."; keys that are
+// not CLIPTextModel weights go to `unknown`.
+WeightStore clip_l_to_hf(const WeightStore& te, std::vector<std::string>& unknown) {
   WeightStore out;
   out.source = te.source;
   out.metadata = te.metadata;
@@ -62,7 +63,8 @@ WeightStore clip_l_to_hf(const WeightStore& te) {
   for (auto& [k, t] : te.tensors) {
     std::string key = starts_with(k, p) ? k.substr(p.size()) : k;
     if (key == "embeddings.position_ids") continue;
-    out.tensors[key] = t;
+    if (keys::is_clip_text_key(key)) out.tensors[key] = t;
+    else unknown.push_back(kCLIP + k);
   }
   return out;
 }
@@ -118,7 +120,7 @@ Checkpoint open_single_file(const std::string& path, WeightStore all) {
     if (n < 2) fail(kWhere, path + ": OpenCLIP text encoder has " + std::to_string(n) + " layers (need at least 2)");
     ck.text_encoder = keys::openclip_to_hf(oc, n - 1, ck.unknown_keys, kOpenCLIP);
   } else {
-    ck.text_encoder = clip_l_to_hf(all.sub(kCLIP));
+    ck.text_encoder = clip_l_to_hf(all.sub(kCLIP), ck.unknown_keys);
   }
   c.text = detect::text_from_hf(ck.text_encoder, c.family);
   if (c.unet.cross_attention_dim != c.text.hidden_size)

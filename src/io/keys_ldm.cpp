@@ -1,6 +1,7 @@
 #include "io/keys_ldm.h"
 
 #include <map>
+#include <set>
 #include <utility>
 
 namespace easel::keys {
@@ -14,9 +15,33 @@ bool is_cross_attn(const std::string& block_type) { return block_type.rfind("Cro
 std::string rename_module(const std::string& suffix, const std::vector<std::pair<std::string, std::string>>& pairs) {
   for (auto& [from, to] : pairs)
     if (suffix.size() > from.size() && suffix.compare(0, from.size(), from) == 0 && suffix[from.size()] == '.' &&
-        suffix.find('.', from.size() + 1) == std::string::npos)
-      return to + suffix.substr(from.size());
+        suffix.find('.', from.size() + 1) == std::string::npos) {
+      const std::string param = suffix.substr(from.size() + 1);
+      return param == "weight" || param == "bias" ? to + "." + param : "";
+    }
   return "";
+}
+
+bool is_param(const std::string& s) { return s == "weight" || s == "bias"; }
+
+// "transformer_blocks.<n>.<module>.<weight|bias>" or "norm|proj_in|proj_out.<weight|bias>".
+bool is_transformer_suffix(const std::string& suffix) {
+  static const std::vector<std::string> top = {"norm.", "proj_in.", "proj_out."};
+  for (auto& t : top)
+    if (suffix.compare(0, t.size(), t) == 0) return is_param(suffix.substr(t.size()));
+  const std::string tb = "transformer_blocks.";
+  if (suffix.compare(0, tb.size(), tb) != 0) return false;
+  size_t dot = suffix.find('.', tb.size());
+  if (dot == std::string::npos || dot == tb.size() ||
+      suffix.substr(tb.size(), dot - tb.size()).find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  const std::string rest = suffix.substr(dot + 1);
+  static const std::set<std::string> ok = {
+      "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "norm3.weight", "norm3.bias",
+      "attn1.to_q.weight", "attn1.to_k.weight", "attn1.to_v.weight", "attn1.to_out.0.weight", "attn1.to_out.0.bias",
+      "attn2.to_q.weight", "attn2.to_k.weight", "attn2.to_v.weight", "attn2.to_out.0.weight", "attn2.to_out.0.bias",
+      "ff.net.0.proj.weight", "ff.net.0.proj.bias", "ff.net.2.weight", "ff.net.2.bias"};
+  return ok.count(rest) != 0;
 }
 
 }  // namespace
@@ -30,7 +55,8 @@ std::string rename_suffix(Rule rule, const std::string& suffix) {
   static const std::vector<std::pair<std::string, std::string>> vae_attn = {
       {"norm", "group_norm"}, {"q", "to_q"}, {"k", "to_k"}, {"v", "to_v"}, {"proj_out", "to_out.0"}};
   switch (rule) {
-    case Rule::Same: return suffix;
+    case Rule::Same: return is_param(suffix) ? suffix : "";
+    case Rule::UNetAttention: return is_transformer_suffix(suffix) ? suffix : "";
     case Rule::UNetResnet: return rename_module(suffix, unet_resnet);
     case Rule::VAEResnet: return rename_module(suffix, vae_resnet);
     case Rule::VAEAttention: return rename_module(suffix, vae_attn);
@@ -48,7 +74,7 @@ std::vector<PrefixMap> ldm_unet_table(const UNetConfig& c) {
       {"out.0.", "conv_norm_out.", Rule::Same},
       {"out.2.", "conv_out.", Rule::Same},
       {"middle_block.0.", "mid_block.resnets.0.", Rule::UNetResnet},
-      {"middle_block.1.", "mid_block.attentions.0.", Rule::Same},
+      {"middle_block.1.", "mid_block.attentions.0.", Rule::UNetAttention},
       {"middle_block.2.", "mid_block.resnets.1.", Rule::UNetResnet},
   };
   for (int i = 0; i < n; i++) {
@@ -58,7 +84,7 @@ std::vector<PrefixMap> ldm_unet_table(const UNetConfig& c) {
       int b = (L + 1) * i + j + 1;
       t.push_back({"input_blocks." + s(b) + ".0.", "down_blocks." + s(i) + ".resnets." + s(j) + ".", Rule::UNetResnet});
       if (is_cross_attn(c.down_block_types.at(i)))
-        t.push_back({"input_blocks." + s(b) + ".1.", "down_blocks." + s(i) + ".attentions." + s(j) + ".", Rule::Same});
+        t.push_back({"input_blocks." + s(b) + ".1.", "down_blocks." + s(i) + ".attentions." + s(j) + ".", Rule::UNetAttention});
     }
     if (i < n - 1)
       t.push_back({"input_blocks." + s((L + 1) * (i + 1)) + ".0.op.", "down_blocks." + s(i) + ".downsamplers.0.conv.",
@@ -70,7 +96,7 @@ std::vector<PrefixMap> ldm_unet_table(const UNetConfig& c) {
       int b = (L + 1) * i + j;
       t.push_back({"output_blocks." + s(b) + ".0.", "up_blocks." + s(i) + ".resnets." + s(j) + ".", Rule::UNetResnet});
       if (attn)
-        t.push_back({"output_blocks." + s(b) + ".1.", "up_blocks." + s(i) + ".attentions." + s(j) + ".", Rule::Same});
+        t.push_back({"output_blocks." + s(b) + ".1.", "up_blocks." + s(i) + ".attentions." + s(j) + ".", Rule::UNetAttention});
     }
     if (i < n - 1)
       t.push_back({"output_blocks." + s((L + 1) * i + L) + (attn ? ".2.conv." : ".1.conv."),

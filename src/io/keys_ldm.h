@@ -15,7 +15,9 @@ namespace easel::keys {
 
 // How the part of a key after a module prefix is renamed.
 enum class Rule {
-  Same,          // suffix kept ("norm.weight", "transformer_blocks.0.attn1.to_q.weight", ...)
+  Same,          // a leaf module: "weight" / "bias" kept
+  UNetAttention, // SpatialTransformer: suffix kept, same names in both layouts ("norm.weight",
+                 // "proj_in.weight", "transformer_blocks.0.attn1.to_q.weight", "...ff.net.2.bias", ...)
   UNetResnet,    // in_layers.0 -> norm1, in_layers.2 -> conv1, emb_layers.1 -> time_emb_proj,
                  // out_layers.0 -> norm2, out_layers.3 -> conv2, skip_connection -> conv_shortcut
   VAEResnet,     // nin_shortcut -> conv_shortcut, the rest kept

@@ -91,4 +91,22 @@ WeightStore openclip_to_hf(const WeightStore& src, int keep_layers, std::vector<
   return out;
 }
 
+bool is_clip_text_key(const std::string& key) {
+  static const std::set<std::string> top = {"embeddings.token_embedding.weight", "embeddings.position_embedding.weight",
+                                            "final_layer_norm.weight", "final_layer_norm.bias"};
+  if (top.count(key)) return true;
+  const std::string p = "encoder.layers.";
+  if (key.compare(0, p.size(), p) != 0) return false;
+  size_t dot = key.find('.', p.size());
+  if (dot == std::string::npos || dot == p.size() ||
+      key.substr(p.size(), dot - p.size()).find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  static const std::set<std::string> in_layer = {
+      "self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.weight", "self_attn.k_proj.bias",
+      "self_attn.v_proj.weight", "self_attn.v_proj.bias", "self_attn.out_proj.weight", "self_attn.out_proj.bias",
+      "layer_norm1.weight", "layer_norm1.bias", "layer_norm2.weight", "layer_norm2.bias",
+      "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"};
+  return in_layer.count(key.substr(dot + 1)) != 0;
+}
+
 }  // namespace easel::keys

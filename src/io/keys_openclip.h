@@ -21,4 +21,9 @@ int openclip_layers(const WeightStore& src);
 WeightStore openclip_to_hf(const WeightStore& src, int keep_layers, std::vector<std::string>& unknown,
                            const std::string& report_prefix);
 
+// True for a transformers CLIPTextModel weight name (without "text_model."):
+// embeddings.{token,position}_embedding.weight, final_layer_norm.*, encoder.layers.N.{self_attn.
+// {q,k,v,out}_proj, layer_norm1, layer_norm2, mlp.fc1, mlp.fc2}.{weight,bias}.
+bool is_clip_text_key(const std::string& key);
+
 }  // namespace easel::keys
