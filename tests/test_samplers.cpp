@@ -201,12 +201,10 @@ ExtraCase extra_case(const WeightStore& ref, const std::string& name) {
   // Defaults of the diffusers classes where the case leaves a field out.
   json cj = j["config"];
   SchedulerConfig& k = c.cfg;
-  k = SchedulerConfig();
-  k.steps_offset = 0;
-  k.timestep_spacing = c.sampler == "ddim" ? "leading" : "linspace";
   k = config_from_json(cj);
   if (!cj.contains("steps_offset")) k.steps_offset = 0;
-  if (!cj.contains("timestep_spacing")) k.timestep_spacing = c.sampler == "ddim" ? "leading" : "linspace";
+  if (!cj.contains("timestep_spacing"))
+    k.timestep_spacing = c.sampler == "ddim" || c.sampler == "pndm" ? "leading" : "linspace";
   return c;
 }
 
@@ -250,7 +248,7 @@ TEST(SchedulesExtra, AllSpacingsBetasPredictionsAndKarras) {
     loops++;
     if (getenv("EASEL_VERBOSE")) std::printf("%s worst so far %.3g\n", what.c_str(), worst_loop);
   }
-  EXPECT_EQ(cases, 152);
+  EXPECT_EQ(cases, 176);
   EXPECT_GT(loops, 80);
   std::printf("extra: %d schedules (max rel err %.3g), %d loops (max err %.3g)\n", cases, worst_sched, loops,
               worst_loop);
@@ -282,6 +280,6 @@ TEST(SchedulesExtra, Img2ImgMatchesDiffusersPipeline) {
       worst = std::max(worst, (double)std::fabs(x.f32()[e] - want.f32()[e]) / (1.0 + std::fabs(want.f32()[e])));
     cases++;
   }
-  EXPECT_EQ(cases, 18);
+  EXPECT_EQ(cases, 21);
   std::printf("img2img: %d cases, max err %.3g\n", cases, worst);
 }

@@ -18,11 +18,11 @@ import json
 
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler)
+                       EulerDiscreteScheduler, PNDMScheduler)
 from safetensors.torch import save_file
 
 CLS = {"euler": EulerDiscreteScheduler, "euler_a": EulerAncestralDiscreteScheduler,
-       "ddim": DDIMScheduler, "dpmpp_2m": DPMSolverMultistepScheduler}
+       "ddim": DDIMScheduler, "dpmpp_2m": DPMSolverMultistepScheduler, "pndm": PNDMScheduler}
 BETAS = {"scaled_linear": (0.00085, 0.012), "linear": (0.0001, 0.02)}
 SHAPE = [1, 4, 4, 4]
 
@@ -34,6 +34,8 @@ def build(sampler, schedule, cfg):
     if sampler == "ddim":
         kw.setdefault("clip_sample", False)
         kw.setdefault("set_alpha_to_one", False)
+    if sampler == "pndm":
+        kw["skip_prk_steps"] = True
     return CLS[sampler](**kw)
 
 
@@ -44,7 +46,8 @@ def fake(x_in, t):
 def loop(s, x, g, start=0):
     for t in s.timesteps[start:]:
         x_in = s.scale_model_input(x, t)
-        x = s.step(fake(x_in, t), t, x, generator=g).prev_sample
+        kw = {} if isinstance(s, PNDMScheduler) else {"generator": g}
+        x = s.step(fake(x_in, t), t, x, **kw).prev_sample
         yield x
 
 
@@ -53,7 +56,7 @@ def main():
     out, meta = {}, {}
     cases = []
     for sampler, schedules in [("euler", ["normal", "karras"]), ("euler_a", ["normal"]),
-                               ("ddim", ["normal"]), ("dpmpp_2m", ["normal", "karras"])]:
+                               ("ddim", ["normal"]), ("dpmpp_2m", ["normal", "karras"]), ("pndm", ["normal"])]:
         for schedule in schedules:
             for spacing in ["leading", "linspace", "trailing"]:
                 for beta in ["scaled_linear", "linear"]:
@@ -81,7 +84,7 @@ def main():
         meta[name] = json.dumps({"sampler": sampler, "schedule": schedule, "steps": n, "loop": do_loop,
                                  "config": cfg})
         out[name + ".timesteps"] = s.timesteps.to(torch.float32).clone()
-        if hasattr(s, "sigmas") and sampler != "ddim":
+        if hasattr(s, "sigmas") and sampler not in ("ddim", "pndm"):
             out[name + ".sigmas"] = s.sigmas.to(torch.float32).clone()
         out[name + ".init_noise_sigma"] = torch.tensor([float(s.init_noise_sigma)], dtype=torch.float32)
         if do_loop:
@@ -92,7 +95,8 @@ def main():
     # img2img
     img = []
     for sampler, schedule in [("euler", "normal"), ("euler", "karras"), ("euler_a", "normal"),
-                              ("ddim", "normal"), ("dpmpp_2m", "normal"), ("dpmpp_2m", "karras")]:
+                              ("ddim", "normal"), ("dpmpp_2m", "normal"), ("dpmpp_2m", "karras"),
+                              ("pndm", "normal")]:
         for strength, n, spacing in [(0.6, 10, "leading"), (0.75, 8, "linspace"), (0.3, 20, "trailing")]:
             img.append((sampler, schedule, strength, n, spacing))
     for k, (sampler, schedule, strength, n, spacing) in enumerate(img):

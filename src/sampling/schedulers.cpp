@@ -203,7 +203,11 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std:
     return sched::make_ddim(cfg);
   }
   if (sampler == "dpmpp_2m") return sched::make_dpmpp_2m(cfg);
-  fail("scheduler", "unknown sampler '" + sampler + "' (expected euler, euler_a, ddim or dpmpp_2m)");
+  if (sampler == "pndm" || sampler == "plms") {
+    if (cfg.use_karras_sigmas) fail("scheduler", "pndm has no karras schedule");
+    return sched::make_pndm(cfg);
+  }
+  fail("scheduler", "unknown sampler '" + sampler + "' (expected euler, euler_a, ddim, dpmpp_2m or pndm)");
 }
 
 size_t img2img_start_index(const Scheduler& s, int num_inference_steps, double strength) {

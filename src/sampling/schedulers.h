@@ -3,7 +3,8 @@
 //   "euler_a"  EulerAncestralDiscreteScheduler
 //   "ddim"     DDIMScheduler (eta 0)
 //   "dpmpp_2m" DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint)
-// schedule "normal" or "karras" (use_karras_sigmas; not for ddim).
+//   "pndm"     PNDMScheduler with skip_prk_steps (PLMS; SD1's default; N steps = N+1 evaluations)
+// schedule "normal" or "karras" (use_karras_sigmas; not for ddim/pndm).
 // https://github.com/huggingface/diffusers/tree/main/src/diffusers/schedulers
 //
 // The pipeline loop is the diffusers loop, with step indices instead of timestep look-ups:
@@ -64,7 +65,7 @@ class Scheduler {
   void check_step(const Tensor& model_output, size_t step_index, const Tensor& x) const;
 };
 
-// sampler: "euler" | "euler_a" | "ddim" | "dpmpp_2m"; schedule: "normal" | "karras" (sets
+// sampler: "euler" | "euler_a" | "ddim" | "dpmpp_2m" | "pndm"; schedule: "normal" | "karras" (sets
 // use_karras_sigmas, or keeps cfg's value when schedule is empty). Throws easel::Error.
 std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std::string& schedule,
                                           const SchedulerConfig& cfg);
