@@ -139,3 +139,12 @@ TEST(Tokenizer, FromFolder) {
   fs::remove_all(dir);
   EXPECT_THROW(Tokenizer::from_folder(dir.string()), Error);
 }
+
+// The tokenizer/ folder that diffusers' save_pretrained wrote for the tiny SD1 model.
+TEST(Tokenizer, DiffusersFixtureFolder) {
+  Tokenizer tok = Tokenizer::from_folder(test::fixture("sd1/diffusers/tokenizer"));
+  EXPECT_EQ(tok.vocab_size(), 49408);
+  EXPECT_EQ(tok.pad_id(), 49407);
+  WeightStore ref = test::load_ref("tokenizer/ref_tokens.safetensors");
+  for (int i = 0; i < 30; i++) EXPECT_EQ(with_special(tok, ref_text(ref, i)), ref_ids(ref, i)) << "prompt " << i;
+}
