@@ -161,6 +161,24 @@ TEST(Img2Img, StartIndexAsDiffusers) {
   EXPECT_THROW(img2img_start_index(*s, 20, 1.5), Error);
 }
 
+TEST(Schedulers, A1111Names) {
+  std::string sampler, schedule;
+  parse_a1111_sampler("DPM++ 2M Karras", "", &sampler, &schedule);
+  EXPECT_EQ(sampler, "dpmpp_2m");
+  EXPECT_EQ(schedule, "karras");
+  parse_a1111_sampler("Euler a", "Automatic", &sampler, &schedule);
+  EXPECT_EQ(sampler, "euler_a");
+  EXPECT_EQ(schedule, "normal");
+  parse_a1111_sampler("DPM++ 2M", "Karras", &sampler, &schedule);
+  EXPECT_EQ(schedule, "karras");
+  parse_a1111_sampler("plms", "", &sampler, &schedule);
+  EXPECT_EQ(sampler, "pndm");
+  EXPECT_THROW(parse_a1111_sampler("DPM++ SDE", "", &sampler, &schedule), Error);
+  EXPECT_THROW(parse_a1111_sampler("Euler", "Exponential", &sampler, &schedule), Error);
+  EXPECT_EQ(a1111_sampler_name("dpmpp_2m", "karras"), "DPM++ 2M Karras");
+  EXPECT_EQ(a1111_sampler_name("euler_a", "normal"), "Euler a");
+}
+
 TEST(Schedulers, ErrorsNameTheProblem) {
   SchedulerConfig cfg;
   EXPECT_THROW(make_scheduler("heun", "normal", cfg), Error);

@@ -249,7 +249,7 @@ std::unique_ptr<Rng> make_rng(const std::string& kind, uint64_t seed) {
   if (kind == "torch-cpu" || kind == "cpu") return std::make_unique<TorchCpuRng>(seed);
   if (kind == "torch-cpu-scalar")
     return std::make_unique<TorchCpuRng>(seed, TorchCpuRng::Variant::Scalar);
-  if (kind == "philox" || kind == "gpu") return std::make_unique<PhiloxRng>(seed);
+  if (kind == "philox" || kind == "gpu" || kind == "nv") return std::make_unique<PhiloxRng>(seed);
   fail("rng", "unknown rng kind '" + kind + "' (expected torch-cpu, torch-cpu-scalar or philox)");
 }
 

@@ -7,6 +7,7 @@
 #include "sampling/schedulers.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -208,6 +209,46 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std:
     return sched::make_pndm(cfg);
   }
   fail("scheduler", "unknown sampler '" + sampler + "' (expected euler, euler_a, ddim, dpmpp_2m or pndm)");
+}
+
+namespace {
+const std::pair<const char*, const char*> kA1111Names[] = {
+    {"euler_a", "Euler a"}, {"euler", "Euler"}, {"dpmpp_2m", "DPM++ 2M"}, {"ddim", "DDIM"}, {"pndm", "PLMS"}};
+
+std::string lower(std::string s) {
+  for (char& c : s) c = (char)std::tolower((unsigned char)c);
+  return s;
+}
+}  // namespace
+
+void parse_a1111_sampler(const std::string& name_in, const std::string& schedule_type, std::string* sampler,
+                         std::string* schedule) {
+  std::string name = lower(name_in);
+  while (!name.empty() && name.back() == ' ') name.pop_back();
+  std::string sched = "normal";
+  const std::string karras = " karras";
+  if (name.size() > karras.size() && name.compare(name.size() - karras.size(), karras.size(), karras) == 0) {
+    name.resize(name.size() - karras.size());
+    sched = "karras";
+  }
+  const std::string st = lower(schedule_type);
+  if (st == "karras")
+    sched = "karras";
+  else if (!st.empty() && st != "automatic" && st != "normal" && st != "uniform")
+    fail("scheduler", "schedule type '" + schedule_type + "' is not supported (Karras, Automatic)");
+  for (const auto& [ours, theirs] : kA1111Names)
+    if (name == lower(theirs) || name == ours) {
+      *sampler = ours;
+      *schedule = sched;
+      return;
+    }
+  fail("scheduler", "sampler '" + name_in + "' is not supported (Euler, Euler a, DPM++ 2M [Karras], DDIM, PLMS)");
+}
+
+std::string a1111_sampler_name(const std::string& sampler, const std::string& schedule) {
+  for (const auto& [ours, theirs] : kA1111Names)
+    if (sampler == ours) return std::string(theirs) + (schedule == "karras" ? " Karras" : "");
+  fail("scheduler", "unknown sampler '" + sampler + "'");
 }
 
 size_t img2img_start_index(const Scheduler& s, int num_inference_steps, double strength) {

@@ -70,6 +70,14 @@ class Scheduler {
 std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std::string& schedule,
                                           const SchedulerConfig& cfg);
 
+// A1111 sampler names <-> (sampler, schedule): "Euler a" -> (euler_a, normal), "DPM++ 2M Karras" ->
+// (dpmpp_2m, karras), "DDIM", "PLMS", "Euler". `schedule_type` is A1111's separate "Schedule type"
+// ("Karras", "Automatic"/"" = from the name). Case-insensitive; throws for samplers not provided.
+void parse_a1111_sampler(const std::string& name, const std::string& schedule_type, std::string* sampler,
+                         std::string* schedule);
+// "Euler a", "DPM++ 2M Karras", ... (the infotext "Sampler:" value; karras folded into the name).
+std::string a1111_sampler_name(const std::string& sampler, const std::string& schedule);
+
 // First step index for img2img, as StableDiffusionImg2ImgPipeline.get_timesteps:
 // t_start = max(steps - min(int(steps * strength), steps), 0) * order. Call after set_timesteps.
 // strength is a double so that 0.7 behaves as Python's 0.7.
