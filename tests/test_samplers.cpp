@@ -266,7 +266,7 @@ TEST(SchedulesExtra, AllSpacingsBetasPredictionsAndKarras) {
     loops++;
     if (getenv("EASEL_VERBOSE")) std::printf("%s worst so far %.3g\n", what.c_str(), worst_loop);
   }
-  EXPECT_EQ(cases, 176);
+  EXPECT_EQ(cases, 228);
   EXPECT_GT(loops, 80);
   std::printf("extra: %d schedules (max rel err %.3g), %d loops (max err %.3g)\n", cases, worst_sched, loops,
               worst_loop);
@@ -298,6 +298,6 @@ TEST(SchedulesExtra, Img2ImgMatchesDiffusersPipeline) {
       worst = std::max(worst, (double)std::fabs(x.f32()[e] - want.f32()[e]) / (1.0 + std::fabs(want.f32()[e])));
     cases++;
   }
-  EXPECT_EQ(cases, 21);
+  EXPECT_EQ(cases, 27);
   std::printf("img2img: %d cases, max err %.3g\n", cases, worst);
 }

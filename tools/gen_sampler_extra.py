@@ -22,7 +22,8 @@ from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestra
 from safetensors.torch import save_file
 
 CLS = {"euler": EulerDiscreteScheduler, "euler_a": EulerAncestralDiscreteScheduler,
-       "ddim": DDIMScheduler, "dpmpp_2m": DPMSolverMultistepScheduler, "pndm": PNDMScheduler}
+       "ddim": DDIMScheduler, "dpmpp_2m": DPMSolverMultistepScheduler, "pndm": PNDMScheduler,
+       "dpmpp_2m_sde": DPMSolverMultistepScheduler}
 BETAS = {"scaled_linear": (0.00085, 0.012), "linear": (0.0001, 0.02)}
 SHAPE = [1, 4, 4, 4]
 
@@ -36,6 +37,8 @@ def build(sampler, schedule, cfg):
         kw.setdefault("set_alpha_to_one", False)
     if sampler == "pndm":
         kw["skip_prk_steps"] = True
+    if sampler == "dpmpp_2m_sde":
+        kw["algorithm_type"] = "sde-dpmsolver++"
     return CLS[sampler](**kw)
 
 
@@ -56,7 +59,8 @@ def main():
     out, meta = {}, {}
     cases = []
     for sampler, schedules in [("euler", ["normal", "karras"]), ("euler_a", ["normal"]),
-                               ("ddim", ["normal"]), ("dpmpp_2m", ["normal", "karras"]), ("pndm", ["normal"])]:
+                               ("ddim", ["normal"]), ("dpmpp_2m", ["normal", "karras"]), ("pndm", ["normal"]),
+                               ("dpmpp_2m_sde", ["normal", "karras"])]:
         for schedule in schedules:
             for spacing in ["leading", "linspace", "trailing"]:
                 for beta in ["scaled_linear", "linear"]:
@@ -72,7 +76,7 @@ def main():
                 for n in [1, 3, 15, 61]:
                     cases.append((sampler, schedule, dict(base, timestep_spacing=spacing, steps_offset=0), n,
                                   n <= 3))
-            if sampler in ("euler", "dpmpp_2m"):
+            if sampler in ("euler", "dpmpp_2m", "dpmpp_2m_sde"):
                 for n in [4, 16]:
                     cases.append((sampler, schedule, dict(base, timestep_spacing="linspace", steps_offset=1,
                                                           final_sigmas_type="sigma_min",
@@ -96,7 +100,7 @@ def main():
     img = []
     for sampler, schedule in [("euler", "normal"), ("euler", "karras"), ("euler_a", "normal"),
                               ("ddim", "normal"), ("dpmpp_2m", "normal"), ("dpmpp_2m", "karras"),
-                              ("pndm", "normal")]:
+                              ("pndm", "normal"), ("dpmpp_2m_sde", "normal"), ("dpmpp_2m_sde", "karras")]:
         for strength, n, spacing in [(0.6, 10, "leading"), (0.75, 8, "linspace"), (0.3, 20, "trailing")]:
             img.append((sampler, schedule, strength, n, spacing))
     for k, (sampler, schedule, strength, n, spacing) in enumerate(img):

@@ -1,5 +1,6 @@
 // DPM-Solver++(2M) (Lu et al. 2022, https://arxiv.org/abs/2211.01095), reproducing diffusers'
-// DPMSolverMultistepScheduler with algorithm_type dpmsolver++, solver_order 2, solver_type midpoint:
+// DPMSolverMultistepScheduler with algorithm_type dpmsolver++ (or sde-dpmsolver++ for "2M SDE"),
+// solver_order 2, solver_type midpoint:
 // https://github.com/huggingface/diffusers/blob/main/src/diffusers/schedulers/scheduling_dpmsolver_multistep.py
 #pragma GCC optimize("fp-contract=off")
 #include <algorithm>
@@ -24,7 +25,7 @@ AlphaSigma alpha_sigma(float sigma) {
 
 class DPMSolverPP2M : public Scheduler {
  public:
-  explicit DPMSolverPP2M(const SchedulerConfig& cfg) : Scheduler(cfg) {
+  DPMSolverPP2M(const SchedulerConfig& cfg, bool sde) : Scheduler(cfg), sde_(sde) {
     if (cfg_.final_sigmas_type != "zero" && cfg_.final_sigmas_type != "sigma_min")
       fail("scheduler", "final_sigmas_type '" + cfg_.final_sigmas_type + "' is not supported");
   }
@@ -83,22 +84,43 @@ class DPMSolverPP2M : public Scheduler {
     }
     const AlphaSigma t = alpha_sigma(sigmas_[i + 1]);
     const float h = t.lambda - cur.lambda;
-    const float ratio = t.sigma / cur.sigma;
-    const float coef = t.alpha * (std::exp(-h) - 1.0f);
     Tensor out = Tensor::empty(x.shape());
     float* o = out.f32();
-    if (lower_order_nums_ < 1 || lower_order_final || !prev_x0_.defined() || i == 0) {
-      for (int64_t k = 0; k < n; k++) o[k] = ratio * s[k] - coef * d0[k];
-    } else {
+    const bool first = lower_order_nums_ < 1 || lower_order_final || !prev_x0_.defined() || i == 0;
+    // D1 = (1 / r0) * (m0 - m1) with r0 = h_0 / h (second order only)
+    float inv_r0 = 0.0f;
+    if (!first) {
       const AlphaSigma s1 = alpha_sigma(sigmas_[i - 1]);
-      const float h0 = cur.lambda - s1.lambda;
-      const float r0 = h0 / h;
-      const float inv_r0 = 1.0f / r0;
-      const float half_coef = 0.5f * coef;
-      const float* d1 = prev_x0_.f32();
-      for (int64_t k = 0; k < n; k++) {
-        const float D1 = inv_r0 * (d0[k] - d1[k]);
-        o[k] = (ratio * s[k] - coef * d0[k]) - half_coef * D1;
+      const float r0 = (cur.lambda - s1.lambda) / h;
+      inv_r0 = 1.0f / r0;
+    }
+    const float* d1 = first ? nullptr : prev_x0_.f32();
+    if (!sde_) {
+      const float ratio = t.sigma / cur.sigma;
+      const float coef = t.alpha * (std::exp(-h) - 1.0f);
+      if (first) {
+        for (int64_t k = 0; k < n; k++) o[k] = ratio * s[k] - coef * d0[k];
+      } else {
+        const float half_coef = 0.5f * coef;
+        for (int64_t k = 0; k < n; k++) {
+          const float D1 = inv_r0 * (d0[k] - d1[k]);
+          o[k] = (ratio * s[k] - coef * d0[k]) - half_coef * D1;
+        }
+      }
+    } else {  // sde-dpmsolver++: one randn per step, drawn before the update as diffusers does
+      Tensor noise = rng.randn(x.shape());
+      const float* z = noise.f32();
+      const float ratio = t.sigma / cur.sigma * std::exp(-h);
+      const float coef = t.alpha * (1.0f - std::exp(-2.0f * h));
+      const float noise_coef = t.sigma * std::sqrt(1.0f - std::exp(-2.0f * h));
+      if (first) {
+        for (int64_t k = 0; k < n; k++) o[k] = (ratio * s[k] + coef * d0[k]) + noise_coef * z[k];
+      } else {
+        const float half_coef = 0.5f * coef;
+        for (int64_t k = 0; k < n; k++) {
+          const float D1 = inv_r0 * (d0[k] - d1[k]);
+          o[k] = ((ratio * s[k] + coef * d0[k]) + half_coef * D1) + noise_coef * z[k];
+        }
       }
     }
     if (lower_order_nums_ < 2) lower_order_nums_++;
@@ -119,14 +141,15 @@ class DPMSolverPP2M : public Scheduler {
   }
 
  private:
+  bool sde_;
   int lower_order_nums_ = 0;
   Tensor prev_x0_;  // model_outputs[-2] after the shift
 };
 
 }  // namespace
 
-std::unique_ptr<Scheduler> make_dpmpp_2m(const SchedulerConfig& cfg) {
-  return std::make_unique<DPMSolverPP2M>(cfg);
+std::unique_ptr<Scheduler> make_dpmpp_2m(const SchedulerConfig& cfg, bool sde) {
+  return std::make_unique<DPMSolverPP2M>(cfg, sde);
 }
 
 }  // namespace easel::sched

@@ -36,7 +36,7 @@ double sigma_to_t(double sigma, const std::vector<float>& log_sigmas);
 // Factories (one per sampler file).
 std::unique_ptr<Scheduler> make_euler(const SchedulerConfig& cfg, bool ancestral);
 std::unique_ptr<Scheduler> make_ddim(const SchedulerConfig& cfg);
-std::unique_ptr<Scheduler> make_dpmpp_2m(const SchedulerConfig& cfg);
+std::unique_ptr<Scheduler> make_dpmpp_2m(const SchedulerConfig& cfg, bool sde);
 std::unique_ptr<Scheduler> make_pndm(const SchedulerConfig& cfg);
 
 }  // namespace easel::sched

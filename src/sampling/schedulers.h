@@ -3,6 +3,7 @@
 //   "euler_a"  EulerAncestralDiscreteScheduler
 //   "ddim"     DDIMScheduler (eta 0)
 //   "dpmpp_2m" DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint)
+//   "dpmpp_2m_sde" the same with algorithm_type sde-dpmsolver++ (one randn per step from rng)
 //   "pndm"     PNDMScheduler with skip_prk_steps (PLMS; SD1's default; N steps = N+1 evaluations)
 // schedule "normal" or "karras" (use_karras_sigmas; not for ddim/pndm).
 // https://github.com/huggingface/diffusers/tree/main/src/diffusers/schedulers
@@ -65,7 +66,7 @@ class Scheduler {
   void check_step(const Tensor& model_output, size_t step_index, const Tensor& x) const;
 };
 
-// sampler: "euler" | "euler_a" | "ddim" | "dpmpp_2m" | "pndm"; schedule: "normal" | "karras" (sets
+// sampler: "euler" | "euler_a" | "ddim" | "dpmpp_2m" | "dpmpp_2m_sde" | "pndm"; schedule: "normal" | "karras" (sets
 // use_karras_sigmas, or keeps cfg's value when schedule is empty). Throws easel::Error.
 std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std::string& schedule,
                                           const SchedulerConfig& cfg);
