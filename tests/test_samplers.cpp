@@ -155,6 +155,7 @@ TEST(Img2Img, StartIndexAsDiffusers) {
   s->set_timesteps(20);
   EXPECT_EQ(img2img_start_index(*s, 20, 0.75), 5u);   // int(15.0) = 15 -> 20 - 15
   EXPECT_EQ(img2img_start_index(*s, 20, 0.7), 6u);    // 20 * 0.7 = 14.0 in double
+  EXPECT_EQ(img2img_start_index(*s, 20, 0.7f), 6u);   // 0.7f means 0.7, not 0.699999988
   EXPECT_EQ(img2img_start_index(*s, 30, 0.33), 21u);  // int(9.9) = 9
   EXPECT_EQ(img2img_start_index(*s, 20, 1.0), 0u);
   EXPECT_EQ(img2img_start_index(*s, 20, 0.0), 20u);

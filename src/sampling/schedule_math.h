@@ -20,6 +20,8 @@ std::vector<float> train_sigmas(const std::vector<float>& ac);
 // numpy float32 log of the above.
 std::vector<float> log_sigmas(const std::vector<float>& sigmas);
 
+// The shortest decimal that reads back as the float v (e.g. a JSON value held as float), as double.
+double json_decimal(float v);
 // numpy.linspace(start, stop, num) in float64.
 std::vector<double> np_linspace(double start, double stop, int num);
 // numpy.arange(start, stop, step) in float64 (length and fill as numpy computes them).

@@ -36,7 +36,7 @@ static std::vector<float> torch_linspace_f32(double start_d, double end_d, int s
 }
 
 // The shortest decimal that reads back as v (what the config's JSON said), as a double.
-static double json_decimal(float v) {
+double json_decimal(float v) {
   char buf[32];
   for (int prec = 1; prec <= 9; prec++) {
     std::snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
@@ -254,6 +254,9 @@ std::string a1111_sampler_name(const std::string& sampler, const std::string& sc
 
 size_t img2img_start_index(const Scheduler& s, int num_inference_steps, double strength) {
   EASEL_CHECK(strength >= 0.0 && strength <= 1.0, "scheduler", "img2img strength must be in [0, 1]");
+  // A value that came through a float (0.7f = 0.699999988) means the decimal the user typed:
+  // Python's int(20 * 0.7) is 14, int(20 * 0.699999988) would be 13.
+  if ((double)(float)strength == strength) strength = sched::json_decimal((float)strength);
   const int init_timestep = std::min((int)(num_inference_steps * strength), num_inference_steps);
   const int t_start = std::max(num_inference_steps - init_timestep, 0);
   return (size_t)t_start * (size_t)s.order();

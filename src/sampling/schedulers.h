@@ -81,7 +81,7 @@ std::string a1111_sampler_name(const std::string& sampler, const std::string& sc
 
 // First step index for img2img, as StableDiffusionImg2ImgPipeline.get_timesteps:
 // t_start = max(steps - min(int(steps * strength), steps), 0) * order. Call after set_timesteps.
-// strength is a double so that 0.7 behaves as Python's 0.7.
+// A strength that is exactly a float (0.7f) is read as its shortest decimal (0.7), as Python sees it.
 size_t img2img_start_index(const Scheduler& s, int num_inference_steps, double strength);
 
 }  // namespace easel
