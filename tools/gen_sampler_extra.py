@@ -8,7 +8,7 @@ Writes tests/fixtures/schedulers/ref_sampler_extra.safetensors:
   c{K}.timesteps [n'] (float32), c{K}.sigmas [n'+1] (absent for ddim), c{K}.init_noise_sigma [1]
   c{K}.step_{i} [1,4,4,4] for loop cases (fake model 0.3 * x_in + 0.0005 * t, generator seed 99,
       initial noise = first randn([1,4,4,4]) * init_noise_sigma)
-  i{K}.noised, i{K}.final [1,4,4,4], i{K}.start [1] for img2img cases (init latents = first randn,
+  i{K}.noised, i{K}.final [1,4,4,4], i{K}.start [1] (t_start * order) for img2img cases (init latents = first randn,
       noise = second randn, then the loop from the start index; strength in metadata)
   metadata: c{K} / i{K} -> JSON {"sampler", "schedule", "steps", "loop", "config": {...}}
 
@@ -18,12 +18,12 @@ import json
 
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, PNDMScheduler)
+                       EulerDiscreteScheduler, HeunDiscreteScheduler, PNDMScheduler)
 from safetensors.torch import save_file
 
 CLS = {"euler": EulerDiscreteScheduler, "euler_a": EulerAncestralDiscreteScheduler,
        "ddim": DDIMScheduler, "dpmpp_2m": DPMSolverMultistepScheduler, "pndm": PNDMScheduler,
-       "dpmpp_2m_sde": DPMSolverMultistepScheduler}
+       "dpmpp_2m_sde": DPMSolverMultistepScheduler, "heun": HeunDiscreteScheduler}
 BETAS = {"scaled_linear": (0.00085, 0.012), "linear": (0.0001, 0.02)}
 SHAPE = [1, 4, 4, 4]
 
@@ -49,7 +49,7 @@ def fake(x_in, t):
 def loop(s, x, g, start=0):
     for t in s.timesteps[start:]:
         x_in = s.scale_model_input(x, t)
-        kw = {} if isinstance(s, PNDMScheduler) else {"generator": g}
+        kw = {} if isinstance(s, (PNDMScheduler, HeunDiscreteScheduler)) else {"generator": g}
         x = s.step(fake(x_in, t), t, x, **kw).prev_sample
         yield x
 
@@ -60,7 +60,7 @@ def main():
     cases = []
     for sampler, schedules in [("euler", ["normal", "karras"]), ("euler_a", ["normal"]),
                                ("ddim", ["normal"]), ("dpmpp_2m", ["normal", "karras"]), ("pndm", ["normal"]),
-                               ("dpmpp_2m_sde", ["normal", "karras"])]:
+                               ("dpmpp_2m_sde", ["normal", "karras"]), ("heun", ["normal", "karras"])]:
         for schedule in schedules:
             for spacing in ["leading", "linspace", "trailing"]:
                 for beta in ["scaled_linear", "linear"]:
@@ -100,7 +100,8 @@ def main():
     img = []
     for sampler, schedule in [("euler", "normal"), ("euler", "karras"), ("euler_a", "normal"),
                               ("ddim", "normal"), ("dpmpp_2m", "normal"), ("dpmpp_2m", "karras"),
-                              ("pndm", "normal"), ("dpmpp_2m_sde", "normal"), ("dpmpp_2m_sde", "karras")]:
+                              ("pndm", "normal"), ("dpmpp_2m_sde", "normal"), ("dpmpp_2m_sde", "karras"),
+                              ("heun", "normal"), ("heun", "karras")]:
         for strength, n, spacing in [(0.6, 10, "leading"), (0.75, 8, "linspace"), (0.3, 20, "trailing")]:
             img.append((sampler, schedule, strength, n, spacing))
     for k, (sampler, schedule, strength, n, spacing) in enumerate(img):
@@ -122,9 +123,9 @@ def main():
         name = f"i{k}"
         meta[name] = json.dumps({"sampler": sampler, "schedule": schedule, "steps": n, "strength": strength,
                                  "config": cfg})
-        out[name + ".start"] = torch.tensor([float(t_start)])
+        out[name + ".start"] = torch.tensor([float(t_start * s.order)])
         out[name + ".noised"] = x.clone()
-        for x in loop(s, x, g, t_start):
+        for x in loop(s, x, g, t_start * s.order):
             pass
         out[name + ".final"] = x.clone()
     path = "tests/fixtures/schedulers/ref_sampler_extra.safetensors"

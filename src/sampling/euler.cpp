@@ -1,5 +1,6 @@
-// Euler and Euler-ancestral samplers (Karras et al. 2022, https://arxiv.org/abs/2206.00364),
-// reproducing diffusers' EulerDiscreteScheduler / EulerAncestralDiscreteScheduler:
+// Euler, Euler-ancestral and Heun samplers (Karras et al. 2022, https://arxiv.org/abs/2206.00364),
+// reproducing diffusers' EulerDiscreteScheduler / EulerAncestralDiscreteScheduler /
+// HeunDiscreteScheduler (they share the sigma table):
 // https://github.com/huggingface/diffusers/blob/main/src/diffusers/schedulers/scheduling_euler_discrete.py
 // Euler-ancestral with karras sigmas (not offered by diffusers) uses EulerDiscrete's karras table.
 #pragma GCC optimize("fp-contract=off")
@@ -116,11 +117,85 @@ class EulerScheduler : public Scheduler {
     return out;
   }
 
- private:
+ protected:
   bool ancestral_;
 };
 
+// Heun (2nd order): diffusers repeats every timestep but the first, so N steps run 2N - 1 model
+// evaluations; even entries are Euler predictor steps, odd ones the trapezoidal correction.
+class HeunScheduler : public EulerScheduler {
+ public:
+  explicit HeunScheduler(const SchedulerConfig& cfg) : EulerScheduler(with_zero_final(cfg), false) {}
+
+  void set_timesteps(int n) override {
+    EulerScheduler::set_timesteps(n);
+    // sigmas = [s0, s1, s1, ..., s_{n-1}, s_{n-1}, 0]; timesteps = [t0, t1, t1, ..., t_{n-1}, t_{n-1}]
+    std::vector<float> sg = {sigmas_.front()}, ts = {timesteps_.front()};
+    for (size_t k = 1; k + 1 < sigmas_.size(); k++) sg.insert(sg.end(), 2, sigmas_[k]);
+    sg.push_back(sigmas_.back());
+    for (size_t k = 1; k < timesteps_.size(); k++) ts.insert(ts.end(), 2, timesteps_[k]);
+    sigmas_ = sg;
+    timesteps_ = ts;
+    first_order_ = true;
+  }
+
+  int order() const override { return 2; }
+
+  Tensor step(const Tensor& model_output, size_t i, const Tensor& x, Rng& rng) override {
+    check_step(model_output, i, x);
+    const float sigma = first_order_ ? sigmas_[i] : sigmas_[i - 1];
+    const float next = first_order_ ? sigmas_[i + 1] : sigmas_[i];
+    const float sig_in = first_order_ ? sigma : next;  // sigma_input
+    const int64_t n = x.numel();
+    const float* s = x.f32();
+    const float* m = model_output.f32();
+    denoised_ = Tensor::empty(x.shape());
+    float* pred = denoised_.f32();
+    if (cfg_.prediction_type == "epsilon") {
+      for (int64_t k = 0; k < n; k++) pred[k] = s[k] - sig_in * m[k];
+    } else {
+      const float c_out = -sig_in / std::sqrt(sig_in * sig_in + 1.0f);
+      const float c_skip = sig_in * sig_in + 1.0f;
+      for (int64_t k = 0; k < n; k++) pred[k] = m[k] * c_out + s[k] / c_skip;
+    }
+    if (cfg_.clip_sample)
+      for (int64_t k = 0; k < n; k++) pred[k] = std::clamp(pred[k], -1.0f, 1.0f);
+    Tensor out = Tensor::empty(x.shape());
+    float* o = out.f32();
+    if (first_order_) {
+      dt_ = next - sigma;
+      derivative_ = Tensor::empty(x.shape());
+      float* d = derivative_.f32();
+      for (int64_t k = 0; k < n; k++) d[k] = (s[k] - pred[k]) / sigma;
+      sample_ = x;
+      for (int64_t k = 0; k < n; k++) o[k] = s[k] + d[k] * dt_;
+      first_order_ = false;
+    } else {
+      const float* d0 = derivative_.f32();
+      const float* s0 = sample_.f32();
+      for (int64_t k = 0; k < n; k++) {
+        const float d = (d0[k] + (s[k] - pred[k]) / next) / 2.0f;
+        o[k] = s0[k] + d * dt_;
+      }
+      derivative_ = sample_ = Tensor();
+      first_order_ = true;
+    }
+    return out;
+  }
+
+ private:
+  static SchedulerConfig with_zero_final(SchedulerConfig c) {
+    c.final_sigmas_type = "zero";  // Heun has no final_sigmas_type
+    return c;
+  }
+  bool first_order_ = true;
+  float dt_ = 0;
+  Tensor derivative_, sample_;
+};
+
 }  // namespace
+
+std::unique_ptr<Scheduler> make_heun(const SchedulerConfig& cfg) { return std::make_unique<HeunScheduler>(cfg); }
 
 std::unique_ptr<Scheduler> make_euler(const SchedulerConfig& cfg, bool ancestral) {
   return std::make_unique<EulerScheduler>(cfg, ancestral);

@@ -1,6 +1,7 @@
 // Noise schedulers reproducing the diffusers classes (0.42) configured from SchedulerConfig:
 //   "euler"    EulerDiscreteScheduler
 //   "euler_a"  EulerAncestralDiscreteScheduler
+//   "heun"     HeunDiscreteScheduler (order 2: N steps = 2N-1 evaluations)
 //   "ddim"     DDIMScheduler (eta 0)
 //   "dpmpp_2m" DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint)
 //   "dpmpp_2m_sde" the same with algorithm_type sde-dpmsolver++ (one randn per step from rng)
@@ -50,7 +51,7 @@ class Scheduler {
   virtual Tensor step(const Tensor& model_output, size_t step_index, const Tensor& x, Rng& rng) = 0;
   // Forward-noises `original` to the noise level of step i (img2img start).
   virtual Tensor add_noise(const Tensor& original, const Tensor& noise, size_t step_index) const = 0;
-  // Scheduler order (model evaluations per step); 1 for all of these.
+  // Scheduler order (diffusers' `order`: 2 for heun, else 1); img2img_start_index multiplies by it.
   virtual int order() const { return 1; }
   // The x0 prediction of the last step() (pred_original_sample / DPM's x0_pred), for previews.
   const Tensor& last_denoised() const { return denoised_; }
@@ -66,7 +67,7 @@ class Scheduler {
   void check_step(const Tensor& model_output, size_t step_index, const Tensor& x) const;
 };
 
-// sampler: "euler" | "euler_a" | "ddim" | "dpmpp_2m" | "dpmpp_2m_sde" | "pndm"; schedule: "normal" | "karras" (sets
+// sampler: "euler" | "euler_a" | "heun" | "ddim" | "dpmpp_2m" | "dpmpp_2m_sde" | "pndm"; schedule: "normal" | "karras" (sets
 // use_karras_sigmas, or keeps cfg's value when schedule is empty). Throws easel::Error.
 std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std::string& schedule,
                                           const SchedulerConfig& cfg);
