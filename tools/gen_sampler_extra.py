@@ -13,17 +13,19 @@ Writes tests/fixtures/schedulers/ref_sampler_extra.safetensors:
   metadata: c{K} / i{K} -> JSON {"sampler", "schedule", "steps", "loop", "config": {...}}
 
 Usage: /work/venv/ref/bin/python tools/gen_sampler_extra.py
+(LMSDiscreteScheduler needs scipy: pip install scipy, or put it on PYTHONPATH.)
 """
 import json
 
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, HeunDiscreteScheduler, PNDMScheduler)
+                       EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, PNDMScheduler)
 from safetensors.torch import save_file
 
 CLS = {"euler": EulerDiscreteScheduler, "euler_a": EulerAncestralDiscreteScheduler,
        "ddim": DDIMScheduler, "dpmpp_2m": DPMSolverMultistepScheduler, "pndm": PNDMScheduler,
-       "dpmpp_2m_sde": DPMSolverMultistepScheduler, "heun": HeunDiscreteScheduler}
+       "dpmpp_2m_sde": DPMSolverMultistepScheduler, "heun": HeunDiscreteScheduler,
+       "lms": LMSDiscreteScheduler}
 BETAS = {"scaled_linear": (0.00085, 0.012), "linear": (0.0001, 0.02)}
 SHAPE = [1, 4, 4, 4]
 
@@ -49,7 +51,7 @@ def fake(x_in, t):
 def loop(s, x, g, start=0):
     for t in s.timesteps[start:]:
         x_in = s.scale_model_input(x, t)
-        kw = {} if isinstance(s, (PNDMScheduler, HeunDiscreteScheduler)) else {"generator": g}
+        kw = {} if isinstance(s, (PNDMScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler)) else {"generator": g}
         x = s.step(fake(x_in, t), t, x, **kw).prev_sample
         yield x
 
@@ -60,7 +62,8 @@ def main():
     cases = []
     for sampler, schedules in [("euler", ["normal", "karras"]), ("euler_a", ["normal"]),
                                ("ddim", ["normal"]), ("dpmpp_2m", ["normal", "karras"]), ("pndm", ["normal"]),
-                               ("dpmpp_2m_sde", ["normal", "karras"]), ("heun", ["normal", "karras"])]:
+                               ("dpmpp_2m_sde", ["normal", "karras"]), ("heun", ["normal", "karras"]),
+                               ("lms", ["normal", "karras"])]:
         for schedule in schedules:
             for spacing in ["leading", "linspace", "trailing"]:
                 for beta in ["scaled_linear", "linear"]:
@@ -101,7 +104,7 @@ def main():
     for sampler, schedule in [("euler", "normal"), ("euler", "karras"), ("euler_a", "normal"),
                               ("ddim", "normal"), ("dpmpp_2m", "normal"), ("dpmpp_2m", "karras"),
                               ("pndm", "normal"), ("dpmpp_2m_sde", "normal"), ("dpmpp_2m_sde", "karras"),
-                              ("heun", "normal"), ("heun", "karras")]:
+                              ("heun", "normal"), ("heun", "karras"), ("lms", "normal"), ("lms", "karras")]:
         for strength, n, spacing in [(0.6, 10, "leading"), (0.75, 8, "linspace"), (0.3, 20, "trailing")]:
             img.append((sampler, schedule, strength, n, spacing))
     for k, (sampler, schedule, strength, n, spacing) in enumerate(img):

@@ -1,6 +1,6 @@
-// Euler, Euler-ancestral and Heun samplers (Karras et al. 2022, https://arxiv.org/abs/2206.00364),
+// Euler, Euler-ancestral, Heun and LMS samplers (Karras et al. 2022, https://arxiv.org/abs/2206.00364),
 // reproducing diffusers' EulerDiscreteScheduler / EulerAncestralDiscreteScheduler /
-// HeunDiscreteScheduler (they share the sigma table):
+// HeunDiscreteScheduler / LMSDiscreteScheduler (they share the sigma table):
 // https://github.com/huggingface/diffusers/blob/main/src/diffusers/schedulers/scheduling_euler_discrete.py
 // Euler-ancestral with karras sigmas (not offered by diffusers) uses EulerDiscrete's karras table.
 #pragma GCC optimize("fp-contract=off")
@@ -194,6 +194,78 @@ class HeunScheduler : public EulerScheduler {
 };
 
 }  // namespace
+
+// LMS (linear multistep, order 4): x += sum_j c_j * d_{i-j}, c_j = integral over [sigma_i, sigma_{i+1}]
+// of the Lagrange basis polynomial through the last sigmas. diffusers integrates with scipy's quad
+// (exact for these cubic polynomials up to rounding); a 4-point Gauss-Legendre rule is exact too.
+class LMSScheduler : public EulerScheduler {
+ public:
+  explicit LMSScheduler(const SchedulerConfig& cfg) : EulerScheduler(with_zero_final(cfg), false) {}
+
+  void set_timesteps(int n) override {
+    EulerScheduler::set_timesteps(n);
+    derivatives_.clear();
+  }
+
+  Tensor step(const Tensor& model_output, size_t i, const Tensor& x, Rng& rng) override {
+    check_step(model_output, i, x);
+    const float sigma = sigmas_[i];
+    const int64_t n = x.numel();
+    const float* s = x.f32();
+    const float* m = model_output.f32();
+    denoised_ = Tensor::empty(x.shape());
+    float* pred = denoised_.f32();
+    if (cfg_.prediction_type == "epsilon") {
+      for (int64_t k = 0; k < n; k++) pred[k] = s[k] - sigma * m[k];
+    } else {
+      const float c_out = -sigma / std::sqrt(sigma * sigma + 1.0f);
+      const float c_skip = sigma * sigma + 1.0f;
+      for (int64_t k = 0; k < n; k++) pred[k] = m[k] * c_out + s[k] / c_skip;
+    }
+    Tensor d = Tensor::empty(x.shape());
+    for (int64_t k = 0; k < n; k++) d.f32()[k] = (s[k] - pred[k]) / sigma;
+    derivatives_.push_back(d);
+    if (derivatives_.size() > 4) derivatives_.erase(derivatives_.begin());
+    const int order = (int)std::min<size_t>(i + 1, 4);
+    // sum(coeff * derivative for coeff, derivative in zip(coeffs, reversed(derivatives))), from 0.
+    // After an img2img start fewer derivatives than `order` exist; zip stops at the shorter list.
+    std::vector<float> acc(n, 0.0f);
+    const int terms = std::min(order, (int)derivatives_.size());
+    for (int j = 0; j < terms; j++) {
+      const float c = (float)coefficient(order, i, j);
+      const float* dj = derivatives_[derivatives_.size() - 1 - j].f32();
+      for (int64_t k = 0; k < n; k++) acc[k] = acc[k] + c * dj[k];
+    }
+    Tensor out = Tensor::empty(x.shape());
+    for (int64_t k = 0; k < n; k++) out.f32()[k] = s[k] + acc[k];
+    return out;
+  }
+
+ private:
+  static SchedulerConfig with_zero_final(SchedulerConfig c) {
+    c.final_sigmas_type = "zero";
+    return c;
+  }
+  double coefficient(int order, size_t t, int cur) const {
+    auto basis = [&](double tau) {
+      double prod = 1.0;
+      for (int k = 0; k < order; k++) {
+        if (k == cur) continue;
+        prod *= (tau - sigmas_[t - k]) / ((double)sigmas_[t - cur] - sigmas_[t - k]);
+      }
+      return prod;
+    };
+    static const double xg[4] = {-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526};
+    static const double wg[4] = {0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538};
+    const double a = sigmas_[t], b = sigmas_[t + 1], half = (b - a) / 2, mid = (a + b) / 2;
+    double sum = 0;
+    for (int q = 0; q < 4; q++) sum += wg[q] * basis(mid + half * xg[q]);
+    return sum * half;
+  }
+  std::vector<Tensor> derivatives_;
+};
+
+std::unique_ptr<Scheduler> make_lms(const SchedulerConfig& cfg) { return std::make_unique<LMSScheduler>(cfg); }
 
 std::unique_ptr<Scheduler> make_heun(const SchedulerConfig& cfg) { return std::make_unique<HeunScheduler>(cfg); }
 

@@ -41,5 +41,6 @@ std::unique_ptr<Scheduler> make_ddim(const SchedulerConfig& cfg);
 std::unique_ptr<Scheduler> make_dpmpp_2m(const SchedulerConfig& cfg, bool sde);
 std::unique_ptr<Scheduler> make_pndm(const SchedulerConfig& cfg);
 std::unique_ptr<Scheduler> make_heun(const SchedulerConfig& cfg);
+std::unique_ptr<Scheduler> make_lms(const SchedulerConfig& cfg);
 
 }  // namespace easel::sched

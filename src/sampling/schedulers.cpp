@@ -197,9 +197,12 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std:
     cfg.use_karras_sigmas = false;
   else if (!schedule.empty())
     fail("scheduler", "unknown schedule '" + schedule + "' (expected normal or karras)");
+  if (cfg.timestep_spacing.empty())  // the class default, as diffusers' from_config without the key
+    cfg.timestep_spacing = (sampler == "ddim" || sampler == "pndm" || sampler == "plms") ? "leading" : "linspace";
   if (sampler == "euler") return sched::make_euler(cfg, false);
   if (sampler == "euler_a") return sched::make_euler(cfg, true);
   if (sampler == "heun") return sched::make_heun(cfg);
+  if (sampler == "lms") return sched::make_lms(cfg);
   if (sampler == "ddim") {
     if (cfg.use_karras_sigmas) fail("scheduler", "ddim has no karras schedule");
     return sched::make_ddim(cfg);
@@ -210,12 +213,12 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std:
     if (cfg.use_karras_sigmas) fail("scheduler", "pndm has no karras schedule");
     return sched::make_pndm(cfg);
   }
-  fail("scheduler", "unknown sampler '" + sampler + "' (expected euler, euler_a, heun, ddim, dpmpp_2m, dpmpp_2m_sde or pndm)");
+  fail("scheduler", "unknown sampler '" + sampler + "' (expected euler, euler_a, heun, lms, ddim, dpmpp_2m, dpmpp_2m_sde or pndm)");
 }
 
 namespace {
 const std::pair<const char*, const char*> kA1111Names[] = {
-    {"euler_a", "Euler a"}, {"euler", "Euler"}, {"heun", "Heun"}, {"dpmpp_2m", "DPM++ 2M"}, {"dpmpp_2m_sde", "DPM++ 2M SDE"}, {"ddim", "DDIM"}, {"pndm", "PLMS"}};
+    {"euler_a", "Euler a"}, {"euler", "Euler"}, {"heun", "Heun"}, {"lms", "LMS"}, {"dpmpp_2m", "DPM++ 2M"}, {"dpmpp_2m_sde", "DPM++ 2M SDE"}, {"ddim", "DDIM"}, {"pndm", "PLMS"}};
 
 std::string lower(std::string s) {
   for (char& c : s) c = (char)std::tolower((unsigned char)c);
@@ -244,7 +247,7 @@ void parse_a1111_sampler(const std::string& name_in, const std::string& schedule
       *schedule = sched;
       return;
     }
-  fail("scheduler", "sampler '" + name_in + "' is not supported (Euler, Euler a, Heun, DPM++ 2M [SDE] [Karras], DDIM, PLMS)");
+  fail("scheduler", "sampler '" + name_in + "' is not supported (Euler, Euler a, Heun, LMS, DPM++ 2M [SDE] [Karras], DDIM, PLMS)");
 }
 
 std::string a1111_sampler_name(const std::string& sampler, const std::string& schedule) {

@@ -2,6 +2,7 @@
 //   "euler"    EulerDiscreteScheduler
 //   "euler_a"  EulerAncestralDiscreteScheduler
 //   "heun"     HeunDiscreteScheduler (order 2: N steps = 2N-1 evaluations)
+//   "lms"      LMSDiscreteScheduler (order-4 linear multistep)
 //   "ddim"     DDIMScheduler (eta 0)
 //   "dpmpp_2m" DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint)
 //   "dpmpp_2m_sde" the same with algorithm_type sde-dpmsolver++ (one randn per step from rng)
@@ -67,7 +68,7 @@ class Scheduler {
   void check_step(const Tensor& model_output, size_t step_index, const Tensor& x) const;
 };
 
-// sampler: "euler" | "euler_a" | "heun" | "ddim" | "dpmpp_2m" | "dpmpp_2m_sde" | "pndm"; schedule: "normal" | "karras" (sets
+// sampler: "euler" | "euler_a" | "heun" | "lms" | "ddim" | "dpmpp_2m" | "dpmpp_2m_sde" | "pndm"; schedule: "normal" | "karras" (sets
 // use_karras_sigmas, or keeps cfg's value when schedule is empty). Throws easel::Error.
 std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std::string& schedule,
                                           const SchedulerConfig& cfg);
