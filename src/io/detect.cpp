@@ -199,7 +199,7 @@ std::string prediction_from_ldm(const WeightStore& all, const std::string& famil
 SchedulerConfig default_scheduler(const std::string& family, const std::string& prediction_type) {
   // runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-2-1 scheduler_config.json:
   // beta 0.00085..0.012 scaled_linear, 1000 steps, set_alpha_to_one false, steps_offset 1,
-  // clip_sample false, no timestep_spacing (=> "leading").
+  // clip_sample false, no timestep_spacing (=> each scheduler class's default).
   SchedulerConfig s;
   s.num_train_timesteps = 1000;
   s.beta_start = 0.00085f;
@@ -208,7 +208,7 @@ SchedulerConfig default_scheduler(const std::string& family, const std::string& 
   s.set_alpha_to_one = false;
   s.steps_offset = 1;
   s.clip_sample = false;
-  s.timestep_spacing = "leading";
+  s.timestep_spacing = "";
   s.prediction_type = prediction_type;
   (void)family;
   return s;

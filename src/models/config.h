@@ -62,7 +62,9 @@ struct SchedulerConfig {  // diffusers scheduler_config.json
   float beta_end = 0.012f;
   std::string beta_schedule = "scaled_linear";
   std::string prediction_type = "epsilon";  // or "v_prediction"
-  std::string timestep_spacing = "leading";  // "leading" | "linspace" | "trailing"
+  // "leading" | "linspace" | "trailing"; "" = not in the config: each diffusers scheduler class then
+  // uses its own default (Euler/DPM++/Heun/LMS "linspace", DDIM/PNDM "leading").
+  std::string timestep_spacing;
   int steps_offset = 1;
   bool set_alpha_to_one = false;
   bool clip_sample = false;

@@ -1,0 +1,141 @@
+// easel command line: generate, info. Flag names follow stable-diffusion.cpp's sd-cli
+// where they overlap. Every library error becomes one message and exit status 1.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "io/checkpoint.h"
+#include "io/image.h"
+#include "ops/ops.h"
+#include "pipeline/params_text.h"
+#include "pipeline/pipeline.h"
+#include "pipeline/progress.h"
+
+using namespace easel;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct GenerateArgs {
+  std::string model, output = "output.png", init_img, family, prediction, precision = "auto";
+  GenerateOptions opt;
+  int64_t seed = 42;
+  int threads = 0;
+  bool no_hash = false;
+};
+
+// Fails early (before minutes of sampling) when the output cannot be written.
+void check_writable(const std::string& out) {
+  fs::path p(out);
+  fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail("output", out + ": directory '" + dir.string() + "' does not exist");
+  if (fs::is_directory(p, ec)) fail("output", out + ": is a directory");
+  fs::path probe = dir / (".easel-probe-" + std::to_string(::getpid()));
+  FILE* f = std::fopen(probe.c_str(), "wb");
+  if (!f) fail("output", out + ": cannot write to '" + dir.string() + "': " + std::strerror(errno));
+  std::fclose(f);
+  fs::remove(probe, ec);
+}
+
+int run_generate(GenerateArgs& a) {
+  if (a.threads > 0) ops::set_num_threads(a.threads);
+  if (a.precision == "bf16") ops::set_compute_dtype(DType::BF16);
+  else if (a.precision == "f32") ops::set_compute_dtype(DType::F32);
+  check_writable(a.output);
+  a.opt.seed = (uint64_t)a.seed;
+  if (!a.init_img.empty()) a.opt.init_image = read_image(a.init_img, 3);
+  CheckpointOverrides ov;
+  ov.family = a.family;
+  ov.prediction_type = a.prediction;
+  auto pipe = Pipeline::load(a.model, ov);
+  pipe->validate(a.opt);  // before any heavy work
+
+  Progress bar("sampling", a.opt.steps);
+  a.opt.on_step = [&](int step, int total) {
+    bar.set_total(total);
+    bar.update(step);
+    return true;
+  };
+  GenerateResult r = pipe->generate(a.opt);
+  bar.finish();
+
+  GenParams gp;
+  gp.prompt = a.opt.prompt;
+  gp.negative_prompt = a.opt.negative_prompt;
+  gp.steps = a.opt.steps;
+  gp.sampler = a.opt.sampler;
+  gp.scheduler = a.opt.scheduler;
+  gp.cfg_scale = a.opt.cfg_scale;
+  gp.seed = a.opt.seed;
+  gp.width = a.opt.width;
+  gp.height = a.opt.height;
+  gp.model_name = fs::path(a.model).stem().string();
+  if (!a.no_hash && fs::is_regular_file(a.model)) gp.model_hash = a1111_model_hash(a.model);
+  if (a.opt.init_image) gp.denoising_strength = a.opt.strength;
+  gp.clip_skip = a.opt.clip_skip;
+  gp.rng = a.opt.rng;
+  write_png(a.output, r.image, {{"parameters", a1111_parameters(gp)}});
+  std::fprintf(stderr, "wrote %s\n", a.output.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"easel: Stable Diffusion on the CPU"};
+  app.require_subcommand(1);
+
+  GenerateArgs g;
+  auto* gen = app.add_subcommand("generate", "text-to-image / image-to-image");
+  gen->add_option("-m,--model", g.model, "checkpoint file (.safetensors/.ckpt) or diffusers folder")->required();
+  gen->add_option("-p,--prompt", g.opt.prompt, "prompt (A1111 emphasis syntax)")->required();
+  gen->add_option("-n,--negative-prompt", g.opt.negative_prompt, "negative prompt");
+  gen->add_option("--steps", g.opt.steps, "sampling steps")->capture_default_str();
+  gen->add_option("--cfg-scale", g.opt.cfg_scale, "classifier-free guidance scale")->capture_default_str();
+  gen->add_option("-s,--seed", g.seed, "seed")->capture_default_str();
+  gen->add_option("--sampler,--sampling-method", g.opt.sampler, "euler | euler_a | ddim | dpmpp_2m")
+      ->capture_default_str();
+  gen->add_option("--scheduler,--schedule", g.opt.scheduler, "normal | karras")->capture_default_str();
+  gen->add_option("-W,--width", g.opt.width, "image width")->capture_default_str();
+  gen->add_option("-H,--height", g.opt.height, "image height")->capture_default_str();
+  gen->add_option("-i,--init-img", g.init_img, "init image for img2img (PNG/JPEG)");
+  gen->add_option("--strength", g.opt.strength, "img2img denoising strength")->capture_default_str();
+  gen->add_option("--rng", g.opt.rng, "torch-cpu (diffusers/ComfyUI) | philox (A1111 GPU)")->capture_default_str();
+  gen->add_option("--clip-skip", g.opt.clip_skip, "1 = last CLIP layer, 2 = penultimate (0 = model default)");
+  gen->add_option("-t,--threads", g.threads, "CPU threads (0 = all)");
+  gen->add_option("-o,--output", g.output, "output PNG")->capture_default_str();
+  gen->add_option("--family", g.family, "override detection: sd1 | sd2");
+  gen->add_option("--prediction", g.prediction, "override detection: epsilon | v_prediction");
+  gen->add_option("--precision", g.precision, "matmul precision: auto | f32 | bf16")->capture_default_str();
+  gen->add_flag("--no-hash", g.no_hash, "skip the model hash in the PNG parameters");
+
+  std::string info_path;
+  auto* info = app.add_subcommand("info", "describe a checkpoint, folder or weight file");
+  info->add_option("file", info_path, "file or folder")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*gen) return run_generate(g);
+    if (*info) {
+      std::cout << describe_checkpoint(info_path);
+      return 0;
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "easel: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "easel: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "easel: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,80 @@
+#include "pipeline/easel_c.h"
+
+#include <cstring>
+#include <string>
+
+#include "pipeline/pipeline.h"
+
+struct easel_pipeline {
+  std::unique_ptr<easel::Pipeline> p;
+};
+
+static thread_local std::string g_error;
+
+template <class F>
+static int guarded(F f) {
+  try {
+    f();
+    g_error.clear();
+    return 0;
+  } catch (const std::exception& e) {
+    g_error = e.what();
+  } catch (...) {
+    g_error = "unknown error";
+  }
+  return 1;
+}
+
+extern "C" {
+
+void easel_default_params(easel_generate_params* p) {
+  std::memset(p, 0, sizeof(*p));
+  p->steps = 20;
+  p->cfg_scale = 7.0f;
+  p->seed = 42;
+  p->width = p->height = 512;
+  p->strength = 0.75f;
+}
+
+int easel_load(const char* path, easel_pipeline** out) {
+  return guarded([&] {
+    if (!path || !out) easel::fail("c_api", "easel_load: null argument");
+    *out = nullptr;
+    auto h = new easel_pipeline{easel::Pipeline::load(path)};
+    *out = h;
+  });
+}
+
+int easel_generate(easel_pipeline* p, const easel_generate_params* q, uint8_t* rgb_out) {
+  return guarded([&] {
+    if (!p || !q || !rgb_out || !q->prompt) easel::fail("c_api", "easel_generate: null argument");
+    easel::GenerateOptions o;
+    o.prompt = q->prompt;
+    if (q->negative_prompt) o.negative_prompt = q->negative_prompt;
+    o.steps = q->steps;
+    o.cfg_scale = q->cfg_scale;
+    o.seed = q->seed;
+    if (q->sampler) o.sampler = q->sampler;
+    if (q->scheduler) o.scheduler = q->scheduler;
+    if (q->rng) o.rng = q->rng;
+    o.width = q->width;
+    o.height = q->height;
+    o.clip_skip = q->clip_skip;
+    if (q->init_rgb) {
+      easel::Image img;
+      img.width = q->width;
+      img.height = q->height;
+      img.channels = 3;
+      img.pixels.assign(q->init_rgb, q->init_rgb + (size_t)q->width * q->height * 3);
+      o.init_image = img;
+      o.strength = q->strength;
+    }
+    auto r = p->p->generate(o);
+    std::memcpy(rgb_out, r.image.pixels.data(), r.image.pixels.size());
+  });
+}
+
+void easel_free(easel_pipeline* p) { delete p; }
+
+const char* easel_last_error(void) { return g_error.c_str(); }
+}

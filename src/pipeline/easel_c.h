@@ -1,0 +1,39 @@
+/* easel C API: load a model, generate an image, read errors. Every call returns a status
+ * (0 = ok); on failure easel_last_error() gives the message. Nothing here exits. */
+#ifndef EASEL_C_H
+#define EASEL_C_H
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct easel_pipeline easel_pipeline;
+
+typedef struct easel_generate_params {
+  const char* prompt;
+  const char* negative_prompt; /* may be NULL */
+  int steps;                   /* e.g. 20 */
+  float cfg_scale;             /* e.g. 7 */
+  uint64_t seed;
+  const char* sampler;   /* "euler", "euler_a", "ddim", "dpmpp_2m"; NULL = euler_a */
+  const char* scheduler; /* "normal", "karras"; NULL = normal */
+  const char* rng;       /* "torch-cpu", "philox"; NULL = torch-cpu */
+  int width, height;
+  int clip_skip;                 /* 0 = default */
+  const uint8_t* init_rgb;       /* img2img: width*height*3 bytes, or NULL */
+  float strength;                /* img2img strength */
+} easel_generate_params;
+
+/* Fills defaults (steps 20, cfg 7, 512x512, ...). */
+void easel_default_params(easel_generate_params* p);
+int easel_load(const char* path, easel_pipeline** out);
+/* Writes width*height*3 RGB bytes into rgb_out (caller allocates). */
+int easel_generate(easel_pipeline* p, const easel_generate_params* params, uint8_t* rgb_out);
+void easel_free(easel_pipeline* p);
+/* Message of the last failed call on this thread ("" if none). */
+const char* easel_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

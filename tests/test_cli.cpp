@@ -1,0 +1,111 @@
+// Bad input through the `easel` binary: each case gives one clear message naming the
+// problem, exit status 1 (no crash: a signal would give >= 128), and no output file.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "common.h"
+
+namespace fs = std::filesystem;
+using namespace easel;
+
+namespace {
+
+struct Run {
+  int status;
+  std::string err;
+};
+
+std::string tmpdir() {
+  static std::string d = [] {
+    auto p = fs::temp_directory_path() / ("easel-cli-" + std::to_string(::getpid()));
+    fs::create_directories(p);
+    return p.string();
+  }();
+  return d;
+}
+
+Run easel_cli(const std::string& args) {
+  std::string errf = tmpdir() + "/stderr.txt";
+  std::string cmd = std::string(EASEL_BIN) + "/easel " + args + " 2>" + errf + " >/dev/null";
+  int rc = std::system(cmd.c_str());
+  std::ifstream f(errf);
+  std::string err((std::istreambuf_iterator<char>(f)), {});
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc), err};
+}
+
+std::string model() { return test::fixture("sd1/sd1_ldm.safetensors"); }
+
+// Runs `generate` with extra args; expects failure mentioning `needle` and no output file.
+void expect_failure(const std::string& extra, const std::string& needle, const std::string& m = model()) {
+  std::string out = tmpdir() + "/out.png";
+  fs::remove(out);
+  Run r = easel_cli("generate -m '" + m + "' -p 'a cat' -W 64 -H 64 --steps 2 -o '" + out + "' " + extra);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
+  EXPECT_FALSE(fs::exists(out)) << "partial output left behind";
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f << bytes;
+}
+
+}  // namespace
+
+TEST(Cli, GarbageCheckpoint) {
+  std::string p = tmpdir() + "/garbage.safetensors";
+  write_file(p, std::string(4096, '\x7f') + "garbage");
+  expect_failure("", "garbage.safetensors", p);
+}
+
+TEST(Cli, TruncatedCheckpoint) {
+  std::string p = tmpdir() + "/truncated.safetensors";
+  std::ifstream in(model(), std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_GT(bytes.size(), 1000u);
+  write_file(p, bytes.substr(0, bytes.size() / 2));
+  expect_failure("", "truncated.safetensors", p);
+}
+
+TEST(Cli, MissingFile) { expect_failure("", "does-not-exist", tmpdir() + "/does-not-exist.safetensors"); }
+
+TEST(Cli, InitImageNotAnImage) {
+  std::string p = tmpdir() + "/notes.png";
+  write_file(p, "this is text, not a picture\n");
+  expect_failure("-i '" + p + "' --strength 0.5", "notes.png");
+}
+
+TEST(Cli, SizeNotMultipleOf8) { expect_failure("-W 65", "multiple of 8"); }
+TEST(Cli, ZeroSteps) { expect_failure("--steps 0", "steps"); }
+TEST(Cli, TooManySteps) { expect_failure("--steps 100000", "steps"); }
+TEST(Cli, BadStrength) { expect_failure("-i '" + test::fixture("sd1/init_image.png") + "' --strength 1.5", "strength"); }
+TEST(Cli, UnknownSampler) { expect_failure("--sampler plms", "sampler"); }
+
+TEST(Cli, UnwritableOutput) {
+  Run r = easel_cli("generate -m '" + model() + "' -p 'a cat' -W 64 -H 64 --steps 2 -o /nonexistent-dir/out.png");
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("/nonexistent-dir"), std::string::npos) << r.err;
+  // A path whose parent is a regular file.
+  std::string f = tmpdir() + "/plainfile";
+  write_file(f, "x");
+  r = easel_cli("generate -m '" + model() + "' -p 'a cat' -W 64 -H 64 --steps 2 -o '" + f + "/out.png'");
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("plainfile"), std::string::npos) << r.err;
+}
+
+TEST(Cli, GenerateWritesParameters) {
+  std::string out = tmpdir() + "/ok.png";
+  fs::remove(out);
+  Run r = easel_cli("generate -m '" + model() + "' -p 'a cat' -n 'blurry' -W 64 -H 64 --steps 2 --seed 7 -o '" +
+                    out + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_TRUE(fs::exists(out));
+}
+
+TEST(Cli, InfoOnModel) {
+  Run r = easel_cli("info '" + model() + "'");
+  EXPECT_EQ(r.status, 0) << r.err;
+}
