@@ -156,3 +156,48 @@ TEST(PromptChunks, Multipliers) {
   for (float m : n[0].multipliers) EXPECT_EQ(m, 1.f);
   EXPECT_EQ(n[0].tokens[1], Tokenizer::clip().encode("(")[0]);
 }
+
+namespace {
+using Sched = std::vector<std::pair<int, std::string>>;
+Sched sched(const std::string& p, int steps, int hires = 0) {
+  Sched out;
+  for (auto& e : prompt_schedule(p, steps, hires)) out.push_back({e.end_at_step, e.text});
+  return out;
+}
+}  // namespace
+
+// A1111's get_learned_conditioning_prompt_schedules docstring (results checked with lark 1.1.2, the
+// version A1111 pins), plus more cases run through the same function.
+TEST(PromptSchedule, A1111Docstring) {
+  EXPECT_EQ(sched("test", 10), (Sched{{10, "test"}}));
+  EXPECT_EQ(sched("a [b:3]", 10), (Sched{{3, "a "}, {10, "a b"}}));
+  EXPECT_EQ(sched("a [b: 3]", 10), (Sched{{3, "a "}, {10, "a b"}}));
+  EXPECT_EQ(sched("a [[[b]]:2]", 10), (Sched{{2, "a "}, {10, "a [[b]]"}}));
+  EXPECT_EQ(sched("[(a:2):3]", 10), (Sched{{3, ""}, {10, "(a:2)"}}));
+  EXPECT_EQ(sched("a [b : c : 1] d", 10), (Sched{{1, "a b  d"}, {10, "a  c  d"}}));
+  EXPECT_EQ(sched("a[b:[c:d:2]:1]e", 10), (Sched{{1, "abe"}, {2, "ace"}, {10, "ade"}}));
+  EXPECT_EQ(sched("a [unbalanced", 10), (Sched{{10, "a [unbalanced"}}));
+  EXPECT_EQ(sched("a [b:.5] c", 10), (Sched{{5, "a  c"}, {10, "a b c"}}));
+  EXPECT_EQ(sched("((a][:b:c [d:3]", 10), (Sched{{3, "((a][:b:c "}, {10, "((a][:b:c d"}}));
+  EXPECT_EQ(sched("[fe|||]male", 10), (Sched{{1, "female"}, {2, "male"}, {3, "male"}, {4, "male"}, {5, "female"},
+                                             {6, "male"}, {7, "male"}, {8, "male"}, {9, "female"}, {10, "male"}}));
+  EXPECT_EQ(sched("a [b:.5] c", 10, 10), (Sched{{10, "a b c"}}));
+  EXPECT_EQ(sched("a [b:1.5] c", 10, 10), (Sched{{5, "a  c"}, {10, "a b c"}}));
+}
+
+TEST(PromptSchedule, MoreCases) {
+  EXPECT_EQ(sched("[fe|male]", 4), (Sched{{1, "fe"}, {2, "male"}, {3, "fe"}, {4, "male"}}));
+  EXPECT_EQ(sched("[a|[b:c:2]]x", 4), (Sched{{1, "ax"}, {2, "bx"}, {3, "ax"}, {4, "cx"}}));
+  EXPECT_EQ(sched("[a:b:-1]", 10), (Sched{{10, "b"}}));
+  EXPECT_EQ(sched("[a:b:1e1]", 10), (Sched{{10, "a"}}));
+  EXPECT_EQ(sched("[a: b :3 ]", 10), (Sched{{3, "a"}, {10, " b "}}));
+  EXPECT_EQ(sched("[a:b:0.29]", 100), (Sched{{28, "a"}, {100, "b"}}));  // int(0.29 * 100) = 28 in doubles
+  EXPECT_EQ(sched("a | b", 10), (Sched{{10, "a | b"}}));                  // grammar error: unchanged
+  EXPECT_EQ(sched("a\\", 10), (Sched{{10, "a\\"}}));
+  EXPECT_EQ(sched("(cat:1.2) [dog::0.5] \\[x\\]", 4), (Sched{{2, "(cat:1.2) dog \\[x\\]"}, {4, "(cat:1.2)  \\[x\\]"}}));
+  auto s = prompt_schedule("[a:b:0.5]", 10);
+  EXPECT_EQ(prompt_at_step(s, 0), "a");
+  EXPECT_EQ(prompt_at_step(s, 5), "a");  // A1111's step counter starts at 0: a for 6 steps
+  EXPECT_EQ(prompt_at_step(s, 6), "b");
+  EXPECT_EQ(prompt_at_step(s, 99), "b");
+}

@@ -1,6 +1,8 @@
 // A1111 prompt parsing and chunking; see prompt.h for references.
 #include "models/prompt.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 
 #include "core/error.h"
@@ -291,6 +293,225 @@ std::vector<PromptChunk> chunk_prompt(const Tokenizer& tok, const std::string& p
   if (!chunk.tokens.empty() || chunks.empty()) next_chunk(true);
   if (token_count_out) *token_count_out = token_count;
   return chunks;
+}
+
+// ---------------------------------------------------------------- prompt editing schedules
+// A1111's lark grammar (Earley), parsed here by recursive descent (prompts never contain junk
+// brackets, so the bracket structure is unique and greedy matching finds it):
+//   !start: (prompt | /[][():]/+)*
+//   prompt: (emphasized | scheduled | alternate | plain | WHITESPACE)*
+//   !emphasized: "(" prompt ")" | "(" prompt ":" prompt ")" | "[" prompt "]"
+//   scheduled: "[" [prompt ":"] prompt ":" [WHITESPACE] NUMBER [WHITESPACE] "]"
+//   alternate: "[" prompt ("|" [prompt])+ "]"
+//   plain: /([^\\\[\]():|]|\\.)+/      NUMBER: lark's SIGNED_NUMBER
+namespace {
+
+struct SNode;
+using Seq = std::vector<SNode>;
+struct SNode {
+  enum Kind { Text, Scheduled, Alternate } kind = Text;
+  std::string text;             // Text; Scheduled: the NUMBER literal
+  std::vector<Seq> parts;       // Scheduled: {before, after}; Alternate: the options
+  bool has_before = false;      // Scheduled
+  int when = 0;                 // Scheduled, after collect_steps
+};
+
+struct ScheduleParser {
+  const std::string& s;
+
+  // lark SIGNED_NUMBER at i; returns its end or npos.
+  size_t number(size_t i) const {
+    auto digits = [&](size_t k) {
+      size_t j = k;
+      while (j < s.size() && s[j] >= '0' && s[j] <= '9') j++;
+      return j;
+    };
+    size_t j = i;
+    if (j < s.size() && (s[j] == '+' || s[j] == '-')) j++;
+    size_t a = digits(j);
+    bool intpart = a > j;
+    size_t k = a;
+    bool frac = false;
+    if (k < s.size() && s[k] == '.') {
+      size_t b = digits(k + 1);
+      frac = b > k + 1;
+      if (intpart || frac) k = b;
+    }
+    if (!intpart && !frac) return std::string::npos;
+    if (k < s.size() && (s[k] == 'e' || s[k] == 'E')) {
+      size_t e = k + 1;
+      if (e < s.size() && (s[e] == '+' || s[e] == '-')) e++;
+      size_t d = digits(e);
+      if (d > e) k = d;
+    }
+    return k;
+  }
+
+  size_t ws(size_t i) const { return skip_space(s, i); }
+
+  // prompt: greedy; never fails.
+  size_t prompt(size_t i, Seq& out) const {
+    while (i < s.size()) {
+      char c = s[i];
+      if (c == '(' || c == '[') {
+        size_t j = construct(i, out);
+        if (j == std::string::npos) return i;
+        i = j;
+        continue;
+      }
+      // plain: ([^\\\[\]():|]|\\.)+   ('.' does not match a newline)
+      size_t j = i;
+      while (j < s.size()) {
+        char d = s[j];
+        if (d == '\\') {
+          if (j + 1 >= s.size() || s[j + 1] == '\n') break;
+          size_t k = j + 1;
+          unicode::next(s, k);
+          j = k;
+        } else if (std::string("[]():|").find(d) != std::string::npos) {
+          break;
+        } else {
+          j++;
+        }
+      }
+      if (j == i) return i;
+      out.push_back({SNode::Text, s.substr(i, j - i), {}, false, 0});
+      i = j;
+    }
+    return i;
+  }
+
+  // A bracket construct at s[i] ('(' or '['); appends its nodes, returns its end or npos.
+  size_t construct(size_t i, Seq& out) const {
+    Seq a;
+    size_t j = prompt(i + 1, a);
+    if (j >= s.size()) return std::string::npos;
+    auto literal = [&](const std::string& open, Seq& inner, const std::string& close) {
+      out.push_back({SNode::Text, open, {}, false, 0});
+      out.insert(out.end(), inner.begin(), inner.end());
+      out.push_back({SNode::Text, close, {}, false, 0});
+    };
+    if (s[i] == '(') {
+      if (s[j] == ')') {
+        literal("(", a, ")");
+        return j + 1;
+      }
+      if (s[j] != ':') return std::string::npos;
+      Seq b;
+      size_t k = prompt(j + 1, b);
+      if (k >= s.size() || s[k] != ')') return std::string::npos;
+      a.push_back({SNode::Text, ":", {}, false, 0});
+      a.insert(a.end(), b.begin(), b.end());
+      literal("(", a, ")");
+      return k + 1;
+    }
+    if (s[j] == ']') {
+      literal("[", a, "]");
+      return j + 1;
+    }
+    if (s[j] == '|') {
+      SNode alt{SNode::Alternate, "", {a}, false, 0};
+      while (j < s.size() && s[j] == '|') {
+        Seq b;
+        j = prompt(j + 1, b);
+        alt.parts.push_back(b);
+      }
+      if (j >= s.size() || s[j] != ']') return std::string::npos;
+      out.push_back(alt);
+      return j + 1;
+    }
+    if (s[j] != ':') return std::string::npos;
+    // [after:when] or [before:after:when]
+    auto tail = [&](size_t k, std::string& num) -> size_t {  // ":" [WS] NUMBER [WS] "]" after the ':'
+      size_t n0 = ws(k), n1 = number(n0);
+      if (n1 == std::string::npos) return std::string::npos;
+      size_t e = ws(n1);
+      if (e >= s.size() || s[e] != ']') return std::string::npos;
+      num = s.substr(n0, n1 - n0);
+      return e + 1;
+    };
+    std::string num;
+    size_t e = tail(j + 1, num);
+    if (e != std::string::npos) {
+      out.push_back({SNode::Scheduled, num, {Seq{}, a}, false, 0});
+      return e;
+    }
+    Seq b;
+    size_t k = prompt(j + 1, b);
+    if (k >= s.size() || s[k] != ':') return std::string::npos;
+    e = tail(k + 1, num);
+    if (e == std::string::npos) return std::string::npos;
+    out.push_back({SNode::Scheduled, num, {a, b}, true, 0});
+    return e;
+  }
+
+  // start; false on a parse error (a '|' outside an alternation, a dangling '\').
+  bool start(Seq& out) const {
+    size_t i = 0;
+    while (i < s.size()) {
+      i = prompt(i, out);
+      if (i >= s.size()) break;
+      if (std::string("[]():").find(s[i]) == std::string::npos) return false;
+      out.push_back({SNode::Text, std::string(1, s[i]), {}, false, 0});
+      i++;
+    }
+    return true;
+  }
+};
+
+void collect_steps(Seq& seq, int steps, int int_offset, double flt_offset, std::vector<int>& res) {
+  for (auto& n : seq) {
+    for (auto& p : n.parts) collect_steps(p, steps, int_offset, flt_offset, res);
+    if (n.kind == SNode::Scheduled) {
+      double v = std::strtod(n.text.c_str(), nullptr);
+      v = n.text.find('.') != std::string::npos ? (v - flt_offset) * steps : v - int_offset;
+      double t = std::trunc(v);  // Python int()
+      n.when = t >= steps ? steps : (int)std::max(t, -2147483647.0);
+      if (n.when >= 1) res.push_back(n.when);
+    } else if (n.kind == SNode::Alternate) {
+      for (int k = 1; k <= steps; k++) res.push_back(k);
+    }
+  }
+}
+
+void text_at(const Seq& seq, int step, std::string& out) {
+  for (auto& n : seq) {
+    if (n.kind == SNode::Text) out += n.text;
+    else if (n.kind == SNode::Scheduled) text_at(step <= n.when ? n.parts[0] : n.parts[1], step, out);
+    else text_at(n.parts[(step - 1) % n.parts.size()], step, out);
+  }
+}
+
+}  // namespace
+
+std::vector<ScheduledPrompt> prompt_schedule(const std::string& prompt, int steps, int hires_steps) {
+  int int_offset = 0;
+  double flt_offset = 0;
+  if (hires_steps > 0) {
+    int_offset = steps;
+    flt_offset = 1.0;
+    steps = hires_steps;
+  }
+  Seq tree;
+  if (!ScheduleParser{prompt}.start(tree)) return {{steps, prompt}};
+  std::vector<int> at{steps};
+  collect_steps(tree, steps, int_offset, flt_offset, at);
+  std::sort(at.begin(), at.end());
+  at.erase(std::unique(at.begin(), at.end()), at.end());
+  std::vector<ScheduledPrompt> out;
+  for (int t : at) {
+    std::string text;
+    text_at(tree, t, text);
+    out.push_back({t, text});
+  }
+  return out;
+}
+
+const std::string& prompt_at_step(const std::vector<ScheduledPrompt>& schedule, int step) {
+  if (schedule.empty()) fail("prompt", "empty prompt schedule");
+  for (auto& e : schedule)
+    if (step <= e.end_at_step) return e.text;
+  return schedule.back().text;
 }
 
 }  // namespace easel

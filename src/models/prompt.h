@@ -34,6 +34,24 @@ struct LoraTag {
 // does before parsing, and returns the text left; LoRA tags are appended to *loras when given.
 std::string extract_lora_tags(const std::string& prompt, std::vector<LoraTag>* loras = nullptr);
 
+// A1111 prompt editing (get_learned_conditioning_prompt_schedules): "[from:to:when]",
+// "[to:when]", "[from::when]" (when < 1 with a '.' = fraction of steps, else a step number) and
+// alternation "[a|b|c]" (one option per step). Returns the distinct texts with the last step
+// (1-based, inclusive) each is used for; the last entry ends at `steps`. A prompt the grammar
+// rejects (e.g. a '|' outside brackets) is one entry, unchanged. hires_steps > 0: the schedule of
+// a hires pass of that many steps (integers offset by `steps`, fractions by 1.0), as A1111.
+// Other brackets are kept verbatim for parse_prompt_attention. Where a stray bracket touches a
+// construct ("[a:b:0.5]:" at top level) A1111's Earley parse is ambiguous and its choice varies with
+// PYTHONHASHSEED; we always take the construct. Well-formed prompts match A1111 exactly.
+struct ScheduledPrompt {
+  int end_at_step;
+  std::string text;
+};
+std::vector<ScheduledPrompt> prompt_schedule(const std::string& prompt, int steps, int hires_steps = 0);
+// The text for a 0-based sampler step: the first entry with step <= end_at_step (A1111's
+// reconstruct_cond_batch with its step counter, so "[a:b:0.5]" at 10 steps uses a for steps 0..5).
+const std::string& prompt_at_step(const std::vector<ScheduledPrompt>& schedule, int step);
+
 // One encoder window: BOS + 75 ids + EOS (77), padded with EOS, and a weight per position.
 struct PromptChunk {
   std::vector<int> tokens;
