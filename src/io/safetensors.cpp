@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -43,6 +45,27 @@ const char* dtype_tag(DType t) {
     case DType::U8: return "U8";
   }
   return "?";
+}
+
+// JSON nesting depth of a header (strings skipped). A valid header nests 3 deep; anything
+// much deeper is rejected before parsing so hostile input cannot exhaust the stack.
+int json_depth(const uint8_t* p, size_t n) {
+  int depth = 0, max_depth = 0;
+  bool in_str = false;
+  for (size_t i = 0; i < n; ++i) {
+    uint8_t c = p[i];
+    if (in_str) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_str = false;
+    } else if (c == '"') {
+      in_str = true;
+    } else if (c == '{' || c == '[') {
+      max_depth = std::max(max_depth, ++depth);
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return max_depth;
 }
 
 }  // namespace
@@ -86,6 +109,7 @@ WeightStore parse_safetensors(const uint8_t* d, size_t n, std::shared_ptr<void> 
   std::memcpy(&hlen, d, 8);
   if (hlen > 100u * 1024 * 1024) fail(W, name + ": header length " + std::to_string(hlen) + " is implausibly large");
   if (hlen > n - 8) fail(W, name + ": header length " + std::to_string(hlen) + " extends past end of file (truncated?)");
+  if (json_depth(d + 8, hlen) > 8) fail(W, name + ": header JSON is nested too deeply");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(d + 8, d + 8 + hlen);
@@ -156,12 +180,16 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
   if (!metadata.empty()) h["__metadata__"] = metadata;
   uint64_t off = 0;
   for (auto& [k, t] : tensors) {
+    if (k == "__metadata__") fail(W, path + ": '__metadata__' is reserved and cannot name a tensor");
+    if (t.device() != Device::CPU) fail(W, path + ": tensor '" + k + "' is not on the CPU");
+    if (t.nbytes() && !t.raw()) fail(W, path + ": tensor '" + k + "' has no data");
     h[k] = {{"dtype", dtype_tag(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {off, off + t.nbytes()}}};
     off += t.nbytes();
   }
   std::string hs = h.dump();
   while ((hs.size() + 8) % 8) hs += ' ';  // keep the data section 8-byte aligned
-  std::string tmp = path + ".tmp" + std::to_string(::getpid());
+  static std::atomic<unsigned> counter{0};
+  std::string tmp = path + ".tmp" + std::to_string(::getpid()) + "." + std::to_string(counter++);
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) fail(W, path + ": cannot write: " + std::strerror(errno));
   uint64_t hl = hs.size();

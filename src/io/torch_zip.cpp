@@ -1,10 +1,129 @@
-// Placeholder until the torch zip + pickle reader lands: refuses clearly.
-#include "io/weights.h"
+// torch.save zip checkpoints via libzip. https://pytorch.org/docs/stable/notes/serialization.html
+#include "io/torch_zip.h"
+
+#include <zip.h>
+
+#include <cstring>
+
+#include "io/pickle.h"
 
 namespace easel {
 
-WeightStore load_torch_zip(const uint8_t*, size_t, std::shared_ptr<void>, const std::string& name) {
-  fail("ckpt", name + ": torch zip checkpoints are not supported yet; convert to .safetensors");
+namespace {
+
+const char* W = "ckpt";
+constexpr uint64_t kMaxPickle = 1ull << 30;  // data.pkl of a huge LLM is a few MB
+
+struct ZipCloser {
+  void operator()(zip_t* z) const { zip_discard(z); }
+};
+
+class Archive {
+ public:
+  Archive(const uint8_t* data, size_t size, const std::string& name) : name_(name), size_(size) {
+    zip_error_t e;
+    zip_error_init(&e);
+    zip_source_t* src = zip_source_buffer_create(data, size, 0, &e);
+    if (!src) bad("cannot open zip: " + std::string(zip_error_strerror(&e)));
+    zip_t* z = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &e);
+    if (!z) {
+      zip_source_free(src);
+      std::string msg = zip_error_strerror(&e);
+      zip_error_fini(&e);
+      bad("not a valid zip archive: " + msg);
+    }
+    zip_error_fini(&e);
+    z_.reset(z);
+  }
+
+  [[noreturn]] void bad(const std::string& what) const { fail(W, name_ + ": " + what); }
+
+  // Index of entry `path`, or -1.
+  zip_int64_t find(const std::string& path) const { return zip_name_locate(z_.get(), path.c_str(), 0); }
+
+  // The archive folder that holds data.pkl ("archive/", "sd-v1-4/", or "" at the root).
+  std::string prefix() const {
+    zip_int64_t n = zip_get_num_entries(z_.get(), 0);
+    for (zip_int64_t i = 0; i < n; ++i) {
+      const char* nm = zip_get_name(z_.get(), (zip_uint64_t)i, 0);
+      if (!nm) continue;
+      std::string s = nm;
+      if (s == "data.pkl") return "";
+      size_t slash = s.find('/');
+      if (slash != std::string::npos && s.compare(slash, std::string::npos, "/data.pkl") == 0)
+        return s.substr(0, slash + 1);
+    }
+    bad("zip archive has no data.pkl (not a torch checkpoint)");
+  }
+
+  // Entry `path` read into a new 64-byte-aligned buffer of exactly `expect` bytes (any size when
+  // expect is 0, capped at `cap`). Throws naming the entry.
+  TorchStorage read(const std::string& path, uint64_t expect, uint64_t cap) const {
+    zip_int64_t idx = find(path);
+    if (idx < 0) bad("missing archive entry '" + path + "'");
+    zip_stat_t st;
+    zip_stat_init(&st);
+    if (zip_stat_index(z_.get(), (zip_uint64_t)idx, 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE))
+      bad("cannot stat archive entry '" + path + "'");
+    if (expect && st.size < expect)
+      bad("archive entry '" + path + "' holds " + std::to_string(st.size) + " bytes, " + std::to_string(expect) +
+          " expected (truncated?)");
+    uint64_t n = expect ? expect : st.size;
+    // Stored entries cannot be larger than the archive; deflate expands at most ~1032x.
+    uint64_t limit = (st.valid & ZIP_STAT_COMP_METHOD) && st.comp_method == ZIP_CM_STORE ? size_ : size_ * 1032;
+    if (n > cap || n > limit) bad("archive entry '" + path + "' is implausibly large");
+    auto buf = std::make_shared<Tensor>(Tensor::empty({(int64_t)n}, DType::U8));
+    if (n) {
+      zip_file_t* f = zip_fopen_index(z_.get(), (zip_uint64_t)idx, 0);
+      if (!f) bad("cannot read archive entry '" + path + "': " + zip_strerror(z_.get()));
+      uint64_t got = 0;
+      while (got < n) {
+        zip_int64_t r = zip_fread(f, buf->data<uint8_t>() + got, n - got);
+        if (r <= 0) {
+          std::string msg = r < 0 ? zip_file_strerror(f) : "unexpected end of data";
+          zip_fclose(f);
+          bad("cannot read archive entry '" + path + "': " + msg);
+        }
+        got += (uint64_t)r;
+      }
+      zip_fclose(f);
+    }
+    TorchStorage t;
+    t.data = buf->data<uint8_t>();
+    t.nbytes = n;
+    t.owner = buf;
+    return t;
+  }
+
+ private:
+  std::string name_;
+  size_t size_;
+  std::unique_ptr<zip_t, ZipCloser> z_;
+};
+
+}  // namespace
+
+bool is_legacy_torch(const uint8_t* d, size_t n) {
+  // PROTO 2, LONG1 10 bytes: torch's magic number 0x1950a86a20f9469cfc6c.
+  static const uint8_t magic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+  return n >= sizeof magic && std::memcmp(d, magic, sizeof magic) == 0;
+}
+
+WeightStore parse_torch_zip(const uint8_t* data, size_t size, const std::string& name) {
+  Archive zip(data, size, name);
+  std::string pre = zip.prefix();
+  if (zip.find(pre + "byteorder") >= 0) {
+    TorchStorage bo = zip.read(pre + "byteorder", 0, 64);
+    std::string order((const char*)bo.data, bo.nbytes);
+    if (order != "little") zip.bad("byte order '" + order + "' is not supported (little-endian only)");
+  }
+  TorchStorage pkl = zip.read(pre + "data.pkl", 0, kMaxPickle);
+  StorageLoader load = [&](const std::string& key, size_t nbytes) {
+    if (key.empty() || key.find('/') != std::string::npos || key.find("..") != std::string::npos)
+      zip.bad("invalid storage key '" + key + "'");
+    return zip.read(pre + "data/" + key, nbytes, size);
+  };
+  return unpickle_state_dict(pkl.data, pkl.nbytes, load, name);
 }
 
 }  // namespace easel
