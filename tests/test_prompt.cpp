@@ -201,3 +201,19 @@ TEST(PromptSchedule, MoreCases) {
   EXPECT_EQ(prompt_at_step(s, 6), "b");
   EXPECT_EQ(prompt_at_step(s, 99), "b");
 }
+
+TEST(PromptAnd, SplitLikeA1111) {
+  using S = std::vector<SubPrompt>;
+  EXPECT_EQ(split_and("a cat AND a dog"), (S{{"a cat", 1.0}, {" a dog", 1.0}}));
+  EXPECT_EQ(split_and("a cat:1.2 AND a dog : 0.5 "), (S{{"a cat", 1.2}, {" a dog", 0.5}}));
+  EXPECT_EQ(split_and("ANDROID AND"), (S{{"ANDROID", 1.0}, {"", 1.0}}));
+  EXPECT_EQ(split_and("x:1.2:3"), (S{{"x:1.2", 3.0}}));
+  EXPECT_EQ(split_and("(x:1.2)"), (S{{"(x:1.2)", 1.0}}));
+  EXPECT_EQ(split_and("AND"), (S{{"", 1.0}, {"", 1.0}}));
+  EXPECT_EQ(split_and("a\nAND b:-.5"), (S{{"a", 1.0}, {" b", -0.5}}));
+  EXPECT_EQ(split_and("c:1."), (S{{"c", 1.0}}));
+  EXPECT_EQ(split_and("d: +2 \n"), (S{{"d", 2.0}}));
+  EXPECT_EQ(split_and("e:."), (S{{"e:.", 1.0}}));
+  EXPECT_EQ(split_and("f :"), (S{{"f :", 1.0}}));
+  EXPECT_EQ(split_and("_AND_ ANDx AND"), (S{{"_AND_ ANDx", 1.0}, {"", 1.0}}));
+}

@@ -231,6 +231,61 @@ std::string extract_lora_tags(const std::string& prompt, std::vector<LoraTag>* l
   return out;
 }
 
+std::vector<SubPrompt> split_and(const std::string& prompt) {
+  // re.split(r"\bAND\b", prompt)
+  std::vector<std::string> parts;
+  size_t start = 0, pos = 0;
+  while ((pos = prompt.find("AND", pos)) != std::string::npos) {
+    bool left = pos == 0 || !is_word(cp_before(prompt, pos));
+    bool right = pos + 3 == prompt.size() || !is_word(cp_at(prompt, pos + 3));
+    if (left && right) {
+      parts.push_back(prompt.substr(start, pos - start));
+      start = pos + 3;
+      pos = start;
+    } else {
+      pos++;
+    }
+  }
+  parts.push_back(prompt.substr(start));
+  // re_weight: ^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$
+  auto rstrip = [](const std::string& t, size_t end) {
+    while (end > 0) {
+      size_t b = end - 1;
+      while (b > 0 && ((unsigned char)t[b] & 0xC0) == 0x80) b--;
+      if (!is_space(cp_at(t, b))) break;
+      end = b;
+    }
+    return end;
+  };
+  std::vector<SubPrompt> out;
+  for (const std::string& p : parts) {
+    size_t end = rstrip(p, p.size());
+    SubPrompt sp{p.substr(0, end), 1.0};
+    size_t colon = p.rfind(':', end == 0 ? 0 : end - 1);
+    if (end > 0 && colon != std::string::npos) {
+      size_t i = skip_space(p, colon + 1);
+      std::string num;
+      if (i < end && (p[i] == '+' || p[i] == '-')) num += p[i++];
+      size_t digits = 0, dots = 0, j = i;
+      for (; j < end; j++) {
+        size_t k = j;
+        char32_t c = unicode::next(p, k);
+        int d = unicode::decimal_value(c);
+        if (d >= 0) num += (char)('0' + d), digits++;
+        else if (c == '.') num += '.', dots++;
+        else break;
+        j = k - 1;
+      }
+      if (j == end && digits > 0 && dots <= 1) {
+        sp.text = p.substr(0, rstrip(p, colon));
+        sp.weight = std::strtod(num.c_str(), nullptr);
+      }
+    }
+    out.push_back(sp);
+  }
+  return out;
+}
+
 PromptChunk empty_chunk(const Tokenizer& tok, int chunk_length) {
   PromptChunk c;
   c.tokens.assign(chunk_length + 2, tok.eos_id());

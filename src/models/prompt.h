@@ -52,6 +52,16 @@ std::vector<ScheduledPrompt> prompt_schedule(const std::string& prompt, int step
 // reconstruct_cond_batch with its step counter, so "[a:b:0.5]" at 10 steps uses a for steps 0..5).
 const std::string& prompt_at_step(const std::vector<ScheduledPrompt>& schedule, int step);
 
+// A1111 composable diffusion (get_multicond_prompt_list): the prompt split on the word AND, each
+// part with an optional trailing ":weight" (default 1), e.g. "a cat:1.2 AND a dog" ->
+// {"a cat", 1.2}, {" a dog", 1}. The sampler combines the parts' guidance with these weights.
+struct SubPrompt {
+  std::string text;
+  double weight = 1.0;
+  bool operator==(const SubPrompt& o) const { return text == o.text && weight == o.weight; }
+};
+std::vector<SubPrompt> split_and(const std::string& prompt);
+
 // One encoder window: BOS + 75 ids + EOS (77), padded with EOS, and a weight per position.
 struct PromptChunk {
   std::vector<int> tokens;
