@@ -7,13 +7,15 @@
 #include <fstream>
 
 #include "common.h"
+#include "io/image.h"
+#include "pipeline/params_text.h"
 
 namespace fs = std::filesystem;
 using namespace easel;
 
 namespace {
 
-struct Run {
+struct CliRun {
   int status;
   std::string err;
 };
@@ -27,7 +29,7 @@ std::string tmpdir() {
   return d;
 }
 
-Run easel_cli(const std::string& args) {
+CliRun easel_cli(const std::string& args) {
   std::string errf = tmpdir() + "/stderr.txt";
   std::string cmd = std::string(EASEL_BIN) + "/easel " + args + " 2>" + errf + " >/dev/null";
   int rc = std::system(cmd.c_str());
@@ -42,7 +44,7 @@ std::string model() { return test::fixture("sd1/sd1_ldm.safetensors"); }
 void expect_failure(const std::string& extra, const std::string& needle, const std::string& m = model()) {
   std::string out = tmpdir() + "/out.png";
   fs::remove(out);
-  Run r = easel_cli("generate -m '" + m + "' -p 'a cat' -W 64 -H 64 --steps 2 -o '" + out + "' " + extra);
+  CliRun r = easel_cli("generate -m '" + m + "' -p 'a cat' -W 64 -H 64 --steps 2 -o '" + out + "' " + extra);
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
   EXPECT_FALSE(fs::exists(out)) << "partial output left behind";
@@ -85,7 +87,7 @@ TEST(Cli, BadStrength) { expect_failure("-i '" + test::fixture("sd1/init_image.p
 TEST(Cli, UnknownSampler) { expect_failure("--sampler plms", "sampler"); }
 
 TEST(Cli, UnwritableOutput) {
-  Run r = easel_cli("generate -m '" + model() + "' -p 'a cat' -W 64 -H 64 --steps 2 -o /nonexistent-dir/out.png");
+  CliRun r = easel_cli("generate -m '" + model() + "' -p 'a cat' -W 64 -H 64 --steps 2 -o /nonexistent-dir/out.png");
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_NE(r.err.find("/nonexistent-dir"), std::string::npos) << r.err;
   // A path whose parent is a regular file.
@@ -99,13 +101,29 @@ TEST(Cli, UnwritableOutput) {
 TEST(Cli, GenerateWritesParameters) {
   std::string out = tmpdir() + "/ok.png";
   fs::remove(out);
-  Run r = easel_cli("generate -m '" + model() + "' -p 'a cat' -n 'blurry' -W 64 -H 64 --steps 2 --seed 7 -o '" +
+  CliRun r = easel_cli("generate -m '" + model() + "' -p 'a cat' -n 'blurry' -W 64 -H 64 --steps 2 --seed 7 -o '" +
                     out + "'");
   ASSERT_EQ(r.status, 0) << r.err;
   ASSERT_TRUE(fs::exists(out));
+  // A1111's "parameters" chunk, parsed back the way A1111's PNG info does.
+  std::string params;
+  for (auto& [k, v] : read_png_text(out))
+    if (k == "parameters") params = v;
+  auto kv = parse_a1111_parameters(params);
+  EXPECT_EQ(kv["Prompt"], "a cat");
+  EXPECT_EQ(kv["Negative prompt"], "blurry");
+  EXPECT_EQ(kv["Steps"], "2");
+  EXPECT_EQ(kv["Seed"], "7");
+  EXPECT_EQ(kv["Size"], "64x64");
+  EXPECT_EQ(kv["Sampler"], "Euler a");
+  EXPECT_EQ(kv["Model"], "sd1_ldm");
+  EXPECT_EQ(kv["Model hash"].size(), 10u);
+  Image img = read_image(out, 3);
+  EXPECT_EQ(img.width, 64);
+  EXPECT_EQ(img.height, 64);
 }
 
 TEST(Cli, InfoOnModel) {
-  Run r = easel_cli("info '" + model() + "'");
+  CliRun r = easel_cli("info '" + model() + "'");
   EXPECT_EQ(r.status, 0) << r.err;
 }

@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
 
   GenerateArgs g;
   auto* gen = app.add_subcommand("generate", "text-to-image / image-to-image");
+  gen->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // later flags win
   gen->add_option("-m,--model", g.model, "checkpoint file (.safetensors/.ckpt) or diffusers folder")->required();
   gen->add_option("-p,--prompt", g.opt.prompt, "prompt (A1111 emphasis syntax)")->required();
   gen->add_option("-n,--negative-prompt", g.opt.negative_prompt, "negative prompt");
