@@ -242,7 +242,7 @@ std::string describe_model(const Checkpoint& ck, bool single_file) {
     << c.pad_token_id << "\n";
   const SchedulerConfig& s = c.scheduler;
   o << "  scheduler: " << s.beta_schedule << " betas " << s.beta_start << ".." << s.beta_end << ", "
-    << s.num_train_timesteps << " train steps, spacing " << s.timestep_spacing << ", steps_offset " << s.steps_offset
+    << s.num_train_timesteps << " train steps, spacing " << (s.timestep_spacing.empty() ? "per-sampler default" : s.timestep_spacing) << ", steps_offset " << s.steps_offset
     << ", prediction " << s.prediction_type << "\n";
   describe_metadata(o, ck.unet.metadata);
   return o.str();
