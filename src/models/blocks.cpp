@@ -62,7 +62,10 @@ void ResnetBlock2D::load(const WeightStore& w, const std::string& prefix, int64_
 Tensor ResnetBlock2D::operator()(const Tensor& x, const Tensor& temb_act) const {
   Tensor h = conv1(norm1(x, /*silu=*/true));  // [B, out, H, W]
   if (time_emb_proj && temb_act.defined()) ops::add_channel_bias_(h, (*time_emb_proj)(temb_act));  // + [B, out]
-  h = conv2(norm2(h, /*silu=*/true));
+  Tensor n = norm2(h, /*silu=*/true);
+  h = Tensor();  // free before conv2 allocates its output (peak: x, n, output)
+  h = conv2(n);
+  n = Tensor();
   if (conv_shortcut)
     ops::add_(h, (*conv_shortcut)(x));
   else
