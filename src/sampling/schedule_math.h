@@ -2,6 +2,7 @@
 // numpy/torch operation diffusers uses (dtype and rounding order), and the per-sampler factories.
 #pragma once
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "models/config.h"
@@ -42,5 +43,6 @@ std::unique_ptr<Scheduler> make_dpmpp_2m(const SchedulerConfig& cfg, bool sde);
 std::unique_ptr<Scheduler> make_pndm(const SchedulerConfig& cfg);
 std::unique_ptr<Scheduler> make_heun(const SchedulerConfig& cfg);
 std::unique_ptr<Scheduler> make_lms(const SchedulerConfig& cfg);
+std::unique_ptr<Scheduler> make_kdiffusion(const SchedulerConfig& cfg, const std::string& sampler);
 
 }  // namespace easel::sched

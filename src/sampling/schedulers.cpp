@@ -203,6 +203,7 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std:
   if (sampler == "euler_a") return sched::make_euler(cfg, true);
   if (sampler == "heun") return sched::make_heun(cfg);
   if (sampler == "lms") return sched::make_lms(cfg);
+  if (sampler.rfind("k_", 0) == 0) return sched::make_kdiffusion(cfg, sampler);
   if (sampler == "ddim") {
     if (cfg.use_karras_sigmas) fail("scheduler", "ddim has no karras schedule");
     return sched::make_ddim(cfg);
@@ -213,12 +214,17 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std:
     if (cfg.use_karras_sigmas) fail("scheduler", "pndm has no karras schedule");
     return sched::make_pndm(cfg);
   }
-  fail("scheduler", "unknown sampler '" + sampler + "' (expected euler, euler_a, heun, lms, ddim, dpmpp_2m, dpmpp_2m_sde or pndm)");
+  fail("scheduler", "unknown sampler '" + sampler + "' (expected euler, euler_a, heun, lms, ddim, dpmpp_2m, dpmpp_2m_sde, pndm, k_euler, k_euler_a or k_dpmpp_2m)");
 }
 
 namespace {
+// A1111 runs Euler, Euler a and DPM++ 2M through k-diffusion: those names parse to the k_ ports
+// (listed first); the others to the diffusers equivalents.
 const std::pair<const char*, const char*> kA1111Names[] = {
-    {"euler_a", "Euler a"}, {"euler", "Euler"}, {"heun", "Heun"}, {"lms", "LMS"}, {"dpmpp_2m", "DPM++ 2M"}, {"dpmpp_2m_sde", "DPM++ 2M SDE"}, {"ddim", "DDIM"}, {"pndm", "PLMS"}};
+    {"k_euler_a", "Euler a"}, {"k_euler", "Euler"}, {"k_dpmpp_2m", "DPM++ 2M"},
+    {"euler_a", "Euler a"},   {"euler", "Euler"},   {"dpmpp_2m", "DPM++ 2M"},
+    {"heun", "Heun"},         {"lms", "LMS"},       {"dpmpp_2m_sde", "DPM++ 2M SDE"},
+    {"ddim", "DDIM"},         {"pndm", "PLMS"}};
 
 std::string lower(std::string s) {
   for (char& c : s) c = (char)std::tolower((unsigned char)c);

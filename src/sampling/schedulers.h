@@ -7,6 +7,8 @@
 //   "dpmpp_2m" DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint)
 //   "dpmpp_2m_sde" the same with algorithm_type sde-dpmsolver++ (one randn per step from rng)
 //   "pndm"     PNDMScheduler with skip_prk_steps (PLMS; SD1's default; N steps = N+1 evaluations)
+//   "k_euler", "k_euler_a", "k_dpmpp_2m": k-diffusion's samplers as A1111 runs them (LDM schedule,
+//              log-sigma "normal" spacing, fractional UNet timesteps, x0 = x * sigmas[0])
 // schedule "normal" or "karras" (use_karras_sigmas; not for ddim/pndm).
 // https://github.com/huggingface/diffusers/tree/main/src/diffusers/schedulers
 //
@@ -68,13 +70,15 @@ class Scheduler {
   void check_step(const Tensor& model_output, size_t step_index, const Tensor& x) const;
 };
 
-// sampler: "euler" | "euler_a" | "heun" | "lms" | "ddim" | "dpmpp_2m" | "dpmpp_2m_sde" | "pndm"; schedule: "normal" | "karras" (sets
+// sampler: "euler" | "euler_a" | "heun" | "lms" | "ddim" | "dpmpp_2m" | "dpmpp_2m_sde" | "pndm" |
+// "k_euler" | "k_euler_a" | "k_dpmpp_2m"; schedule: "normal" | "karras" (sets
 // use_karras_sigmas, or keeps cfg's value when schedule is empty). Throws easel::Error.
 std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std::string& schedule,
                                           const SchedulerConfig& cfg);
 
-// A1111 sampler names <-> (sampler, schedule): "Euler a" -> (euler_a, normal), "DPM++ 2M Karras" ->
-// (dpmpp_2m, karras), "DDIM", "PLMS", "Euler". `schedule_type` is A1111's separate "Schedule type"
+// A1111 sampler names <-> (sampler, schedule): "Euler a" -> (k_euler_a, normal), "DPM++ 2M Karras" ->
+// (k_dpmpp_2m, karras), "Euler" -> k_euler (A1111 runs these through k-diffusion); "Heun", "LMS",
+// "DPM++ 2M SDE", "DDIM", "PLMS" -> the diffusers ports. Our own names are accepted too. `schedule_type` is A1111's separate "Schedule type"
 // ("Karras", "Automatic"/"" = from the name). Case-insensitive; throws for samplers not provided.
 void parse_a1111_sampler(const std::string& name, const std::string& schedule_type, std::string* sampler,
                          std::string* schedule);
