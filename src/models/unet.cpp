@@ -192,17 +192,20 @@ void UNet2DConditionModel::load(const WeightStore& w, const UNetConfig& cfg) {
   conv_out.load(w, "conv_out", c0, cfg.out_channels, 3);
 }
 
-Tensor UNet2DConditionModel::time_embed(const std::vector<float>& timesteps) const {
+Tensor UNet2DConditionModel::time_embed(const std::vector<float>& timesteps, const UNetTrace* trace) const {
   int64_t c0 = config.block_out_channels[0];
   Tensor t = timestep_embedding(timesteps, (int)c0, config.flip_sin_to_cos, (float)config.freq_shift);  // [B, C0]
-  return time_embedding(t);  // [B, 4*C0]
+  if (trace) (*trace)("time_proj", t);
+  Tensor temb = time_embedding(t);  // [B, 4*C0]
+  if (trace) (*trace)("time_embedding", temb);
+  return temb;
 }
 
 Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<float>& timesteps,
                                      const Tensor& context, const UNetExtras* extras) const {
-  int64_t B = sample.size(0);
   if (sample.dim() != 4 || sample.size(1) != config.in_channels)
     fail("unet", "sample " + sample.str() + " is not [B, " + std::to_string(config.in_channels) + ", h, w]");
+  int64_t B = sample.size(0);
   int64_t mult = int64_t(1) << (config.block_out_channels.size() - 1);
   if (sample.size(2) % mult || sample.size(3) % mult)
     fail("unet", "latent size " + std::to_string(sample.size(2)) + "x" + std::to_string(sample.size(3)) +
@@ -220,15 +223,7 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<flo
   const UNetTrace* trace = extras && extras->trace ? &extras->trace : nullptr;
 
   // Every resnet applies SiLU to the time embedding first; do it once.
-  Tensor temb_act;  // [B, 4*C0]
-  {
-    Tensor t = timestep_embedding(ts, (int)config.block_out_channels[0], config.flip_sin_to_cos,
-                                  (float)config.freq_shift);  // time_proj [B, C0]
-    if (trace) (*trace)("time_proj", t);
-    Tensor temb = time_embedding(t);
-    if (trace) (*trace)("time_embedding", temb);
-    temb_act = ops::silu(temb);
-  }
+  Tensor temb_act = ops::silu(time_embed(ts, trace));  // [B, 4*C0]
 
   std::vector<Tensor> skips;
   Tensor x = conv_in(sample);  // [B, C0, h, w]

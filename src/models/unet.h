@@ -86,7 +86,7 @@ struct UNet2DConditionModel {
 
   void load(const WeightStore& w, const UNetConfig& cfg);
   // time_proj + time_embedding: one timestep per batch item -> [B, 4*C0] (before the SiLU).
-  Tensor time_embed(const std::vector<float>& timesteps) const;
+  Tensor time_embed(const std::vector<float>& timesteps, const UNetTrace* trace = nullptr) const;
   // sample [B, in, h, w]; timesteps: one per batch item (or one for all); context [B, L, cross_dim]
   // -> [B, out, h, w]. h and w must be divisible by 2^(levels-1).
   Tensor forward(const Tensor& sample, const std::vector<float>& timesteps, const Tensor& context,
