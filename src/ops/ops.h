@@ -16,8 +16,17 @@ int num_threads();
 
 // Matmul precision for large ops: F32 (exact, used by parity tests) or BF16
 // (bf16 inputs, f32 accumulation; ~3x faster on CPUs with AVX512-BF16/AMX).
+// Governs linear, conv2d, bmm and attention's two matmuls; outputs stay f32.
 void set_compute_dtype(DType t);
 DType compute_dtype();
+
+// The CPU backend packs each weight once (oneDNN blocked layout, bf16 in BF16 mode, f32
+// copies of f16/bf16 weights in F32 mode) and caches it by the weight's data pointer,
+// shape and dtype (plus a sampled checksum). Call this after changing weights in place
+// (LoRA merge/unmerge) or before freeing a model to release the packed copies.
+void clear_weight_cache();
+// Bytes held by the packed-weight cache.
+size_t weight_cache_bytes();
 
 // y = x @ w^T + b.  x [..., K], w [N, K], b [N] or undefined -> [..., N]
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
@@ -57,5 +66,18 @@ Tensor nchw_to_nlc(const Tensor& x);         // [N, C, H, W] -> [N, H*W, C]
 Tensor nlc_to_nchw(const Tensor& x, int64_t h, int64_t w);  // [N, H*W, C] -> [N, C, H, W]
 // Rows of table for each id.  table [V, C], ids (i64 or i32) [n...] -> [n..., C]
 Tensor embedding(const Tensor& table, const Tensor& ids);
+
+// Reference kernels (OpenBLAS sgemm + plain loops, f32 math whatever compute_dtype is).
+// Slow but simple: the fast paths above are tested against them (tests/test_ops.cpp).
+namespace ref {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+Tensor bmm(const Tensor& a, const Tensor& b, bool trans_b);
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad);
+Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                  bool silu = false);
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal = false);
+Tensor silu(const Tensor& x);
+}  // namespace ref
 
 }  // namespace easel::ops

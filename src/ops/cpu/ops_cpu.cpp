@@ -1,5 +1,7 @@
 // Reference CPU backend: straightforward kernels on OpenBLAS sgemm + OpenMP.
-// Correctness baseline; the fast paths (oneDNN) live beside it and must agree with it.
+// Correctness baseline (ops::ref::*); the fast paths (dnnl_cpu.cpp, attention_cpu.cpp,
+// norm_cpu.cpp) live beside it and tests/test_ops.cpp checks them against it.
+// Also holds the simple elementwise/layout ops, which are memory-bound and already fine.
 #include <cblas.h>
 #include <omp.h>
 
@@ -10,20 +12,6 @@
 
 namespace easel::ops {
 
-static int g_threads = 0;
-static DType g_compute = DType::F32;
-
-void set_num_threads(int n) {
-  g_threads = n;
-  if (n > 0) {
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-  }
-}
-int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
-void set_compute_dtype(DType t) { g_compute = t; }
-DType compute_dtype() { return g_compute; }
-
 // f32 view of a weight (converted copy for f16/bf16).
 static Tensor as_f32(const Tensor& t) { return t.dtype() == DType::F32 ? t : t.to(DType::F32); }
 
@@ -31,7 +19,7 @@ static void check_f32(const Tensor& x, const char* op) {
   if (x.dtype() != DType::F32) fail(op, "expected f32 activations, got " + x.str());
 }
 
-Tensor linear(const Tensor& x, const Tensor& w_, const Tensor& b_) {
+Tensor ref::linear(const Tensor& x, const Tensor& w_, const Tensor& b_) {
   check_f32(x, "linear");
   if (w_.dim() != 2 || x.size(-1) != w_.size(1))
     fail("linear", "input " + x.str() + " does not match weight " + w_.str());
@@ -51,7 +39,7 @@ Tensor linear(const Tensor& x, const Tensor& w_, const Tensor& b_) {
   return y;
 }
 
-Tensor bmm(const Tensor& a, const Tensor& b, bool trans_b) {
+Tensor ref::bmm(const Tensor& a, const Tensor& b, bool trans_b) {
   check_f32(a, "bmm");
   check_f32(b, "bmm");
   int64_t B = a.size(0), M = a.size(1), K = a.size(2);
@@ -66,7 +54,7 @@ Tensor bmm(const Tensor& a, const Tensor& b, bool trans_b) {
   return c;
 }
 
-Tensor conv2d(const Tensor& x, const Tensor& w_, const Tensor& b_, int stride, int pad) {
+Tensor ref::conv2d(const Tensor& x, const Tensor& w_, const Tensor& b_, int stride, int pad) {
   check_f32(x, "conv2d");
   if (x.dim() != 4 || w_.dim() != 4 || x.size(1) != w_.size(1))
     fail("conv2d", "input " + x.str() + " does not match weight " + w_.str());
@@ -107,7 +95,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w_, const Tensor& b_, int stride, i
   return y;
 }
 
-Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma_, const Tensor& beta_, float eps,
+Tensor ref::group_norm(const Tensor& x, int groups, const Tensor& gamma_, const Tensor& beta_, float eps,
                   bool do_silu) {
   check_f32(x, "group_norm");
   int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C);
@@ -136,7 +124,7 @@ Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma_, const Tenso
   return y;
 }
 
-Tensor layer_norm(const Tensor& x, const Tensor& gamma_, const Tensor& beta_, float eps) {
+Tensor ref::layer_norm(const Tensor& x, const Tensor& gamma_, const Tensor& beta_, float eps) {
   check_f32(x, "layer_norm");
   int64_t C = x.size(-1), M = x.numel() / C;
   Tensor gamma = as_f32(gamma_), beta = as_f32(beta_);
@@ -155,7 +143,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma_, const Tensor& beta_, fl
   return y;
 }
 
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
+Tensor ref::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
   check_f32(q, "attention");
   int64_t B = q.size(0), Lq = q.size(1), Lk = k.size(1), HD = q.size(2), D = HD / heads;
   if (k.size(2) != HD || v.size(2) != HD || k.size(0) != B || v.size(1) != Lk)
@@ -205,7 +193,7 @@ static Tensor map(const Tensor& x, F f) {
 
 static inline float gelu_erf(float v) { return 0.5f * v * (1.f + std::erf(v * 0.70710678118654752f)); }
 
-Tensor silu(const Tensor& x) { return map(x, [](float v) { return v / (1.f + std::exp(-v)); }); }
+Tensor ref::silu(const Tensor& x) { return map(x, [](float v) { return v / (1.f + std::exp(-v)); }); }
 Tensor gelu(const Tensor& x) { return map(x, gelu_erf); }
 Tensor gelu_tanh(const Tensor& x) {
   return map(x, [](float v) {

@@ -1,0 +1,337 @@
+// Fast CPU matmul/conv on oneDNN (https://oneapi-src.github.io/oneDNN/v2.6/):
+// linear and bmm via the matmul primitive, conv2d via convolution_forward (direct).
+// Primitives are created once per shape and cached (creation costs ~ms). Weights are
+// reordered once into the primitive's preferred (blocked) layout and cached by their data
+// pointer + shape + dtype + a sampled checksum (see clear_weight_cache in ops.h).
+// Memory cost of the weight cache: BF16 mode keeps one bf16 copy per weight (same bytes as
+// an f16 checkpoint, half of f32). F32 mode keeps an f32 blocked copy of conv weights and
+// an f32 copy of f16/bf16 linear weights (f32 linear weights are used in place).
+#include <cblas.h>
+#include <omp.h>
+
+#include <dnnl.hpp>
+#include <mutex>
+#include <unordered_map>
+
+#include "ops/cpu/cpu_util.h"
+#include "ops/ops.h"
+
+namespace easel::ops {
+
+using namespace dnnl;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+static int g_threads = 0;
+static DType g_compute = DType::F32;
+
+void set_num_threads(int n) {
+  g_threads = n;
+  if (n > 0) {
+    omp_set_num_threads(n);  // OpenMP kernels and oneDNN (built with the OpenMP runtime)
+    openblas_set_num_threads(n);
+  }
+}
+int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+void set_compute_dtype(DType t) {
+  if (t != DType::F32 && t != DType::BF16) fail("ops", "compute dtype must be f32 or bf16");
+  g_compute = t;
+}
+DType compute_dtype() { return g_compute; }
+
+namespace cpu {
+
+void f32_to_bf16(const float* src, uint16_t* dst, int64_t n) {
+#pragma omp parallel for simd if (n > 65536)
+  for (int64_t i = 0; i < n; i++) dst[i] = to_bf16(src[i]);
+}
+
+void any_to_f32(const Tensor& src, float* dst) {
+  int64_t n = src.numel();
+  if (src.dtype() == DType::F32) {
+    std::memcpy(dst, src.raw(), n * 4);
+  } else if (src.dtype() == DType::BF16) {
+    const uint16_t* s = src.data<uint16_t>();
+#pragma omp parallel for simd if (n > 65536)
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_float(s[i]);
+  } else {
+    convert_to_f32(src.raw(), src.dtype(), dst, n);
+  }
+}
+
+void any_to_bf16(const Tensor& src, uint16_t* dst) {
+  int64_t n = src.numel();
+  if (src.dtype() == DType::BF16) {
+    std::memcpy(dst, src.raw(), n * 2);
+  } else if (src.dtype() == DType::F32) {
+    f32_to_bf16(src.data<float>(), dst, n);
+  } else {
+    std::vector<float> tmp(n);
+    any_to_f32(src, tmp.data());
+    f32_to_bf16(tmp.data(), dst, n);
+  }
+}
+
+}  // namespace cpu
+
+namespace {
+
+engine& eng() {
+  static engine e(engine::kind::cpu, 0);
+  return e;
+}
+stream& strm() {
+  thread_local stream s(eng());
+  return s;
+}
+
+std::string dims_str(const Shape& s) {
+  std::string r;
+  for (auto d : s) r += std::to_string(d) + ",";
+  return r;
+}
+
+// ---- packed weight cache ----
+struct Packed {
+  memory::desc md;
+  memory mem;
+  std::vector<uint16_t> hold16;  // backing store when we allocated it ourselves
+  std::vector<float> hold32;
+};
+std::mutex g_wmu;
+std::unordered_map<std::string, std::vector<std::shared_ptr<Packed>>> g_wcache;
+size_t g_wbytes = 0;
+
+uint64_t sampled_checksum(const Tensor& w) {
+  const auto* p = static_cast<const unsigned char*>(w.raw());
+  size_t n = w.nbytes();
+  uint64_t h = 1469598103934665603ull;
+  for (int i = 0; i < 64 && n >= 4; i++) {
+    size_t off = (n / 4 - 1) * i / 63 * 4;
+    uint32_t v;
+    std::memcpy(&v, p + off, 4);
+    h = (h ^ v) * 1099511628211ull;
+  }
+  return h;
+}
+
+// Weight `w` (logical dims `dims` in plain layout `user_tag`) as memory of desc `target`
+// (data type `want`), reordered and cached on first use.
+memory packed_weight(const Tensor& w, const memory::dims& dims, tag user_tag, const memory::desc& target) {
+  std::string key = std::to_string((uintptr_t)w.raw()) + "|" + dims_str(w.shape()) + "|" +
+                    dtype_name(w.dtype()) + "|" + std::to_string(sampled_checksum(w));
+  std::lock_guard<std::mutex> lk(g_wmu);
+  auto& list = g_wcache[key];
+  for (auto& p : list)
+    if (p->md == target) return p->mem;
+  auto p = std::make_shared<Packed>();
+  p->md = target;
+  dt want = target.data_type();
+  memory::desc user_md(dims, want, user_tag);
+  memory user;
+  // Step 1: the weight in the wanted data type, plain layout.
+  if (want == dt::bf16) {
+    if (w.dtype() == DType::BF16) {
+      user = memory(user_md, eng(), const_cast<void*>(w.raw()));
+    } else {
+      p->hold16.resize(w.numel());
+      cpu::any_to_bf16(w, p->hold16.data());
+      user = memory(user_md, eng(), p->hold16.data());
+    }
+  } else {
+    if (w.dtype() == DType::F32) {
+      user = memory(user_md, eng(), const_cast<void*>(w.raw()));
+    } else {
+      p->hold32.resize(w.numel());
+      cpu::any_to_f32(w, p->hold32.data());
+      user = memory(user_md, eng(), p->hold32.data());
+    }
+  }
+  // Step 2: the primitive's layout.
+  if (user_md == target && (!p->hold16.empty() || !p->hold32.empty())) {
+    p->mem = user;  // our converted copy is already in the right layout
+  } else {
+    // (also when user_md == target on a borrowed buffer: the cache must own its copy)
+    p->mem = memory(target, eng());
+    reorder(user, p->mem).execute(strm(), user, p->mem);
+    strm().wait();
+    p->hold16.clear();
+    p->hold16.shrink_to_fit();
+    p->hold32.clear();
+    p->hold32.shrink_to_fit();
+  }
+  g_wbytes += target.get_size();
+  list.push_back(p);
+  return p->mem;
+}
+
+// ---- primitive cache ----
+struct Prim {
+  primitive prim;
+  memory::desc src, wei, dst;
+};
+std::mutex g_pmu;
+std::unordered_map<std::string, std::shared_ptr<Prim>> g_pcache;
+
+template <class Make>
+std::shared_ptr<Prim> cached_prim(const std::string& key, Make make) {
+  std::lock_guard<std::mutex> lk(g_pmu);
+  auto it = g_pcache.find(key);
+  if (it != g_pcache.end()) return it->second;
+  auto p = std::make_shared<Prim>(make());
+  g_pcache[key] = p;
+  return p;
+}
+
+bool bf16_mode() { return g_compute == DType::BF16; }
+
+// Activation tensor as the given data type: view for f32, converted copy for bf16.
+memory act_memory(const Tensor& x, const memory::desc& md, std::vector<uint16_t>& hold) {
+  if (md.data_type() == dt::f32) return memory(md, eng(), const_cast<void*>(x.raw()));
+  hold.resize(x.numel());
+  cpu::f32_to_bf16(x.data<float>(), hold.data(), x.numel());
+  return memory(md, eng(), hold.data());
+}
+
+// f32 bias (view or converted copy).
+Tensor bias_f32(const Tensor& b) { return b.dtype() == DType::F32 ? b : b.to(DType::F32); }
+
+[[noreturn]] void dnnl_fail(const char* op, const dnnl::error& e, const std::string& what) {
+  fail(op, std::string("oneDNN: ") + e.what() + " (" + what + ")");
+}
+
+}  // namespace
+
+void clear_weight_cache() {
+  std::lock_guard<std::mutex> lk(g_wmu);
+  g_wcache.clear();
+  g_wbytes = 0;
+}
+size_t weight_cache_bytes() {
+  std::lock_guard<std::mutex> lk(g_wmu);
+  return g_wbytes;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b_) {
+  cpu::check_f32(x, "linear");
+  if (w.dim() != 2 || x.size(-1) != w.size(1))
+    fail("linear", "input " + x.str() + " does not match weight " + w.str());
+  int64_t K = w.size(1), N = w.size(0), M = x.numel() / K;
+  Shape os = x.shape();
+  os.back() = N;
+  Tensor y = Tensor::empty(os);
+  if (M == 0) return y;
+  bool bf = bf16_mode(), has_b = b_.defined();
+  dt cdt = bf ? dt::bf16 : dt::f32;
+  try {
+    std::string key = "mm|" + std::to_string(M) + "," + std::to_string(K) + "," + std::to_string(N) +
+                      (has_b ? "|b" : "") + (bf ? "|bf16" : "|f32");
+    auto p = cached_prim(key, [&] {
+      memory::desc src({M, K}, cdt, tag::ab), dst({M, N}, dt::f32, tag::ab);
+      // bf16: let oneDNN pick a packed layout; f32: w [N, K] read in place as K x N (ba).
+      memory::desc wei({K, N}, cdt, bf ? tag::any : tag::ba);
+      memory::desc bias = has_b ? memory::desc({1, N}, dt::f32, tag::ab) : memory::desc();
+      matmul::primitive_desc pd(matmul::desc(src, wei, bias, dst), eng());
+      return Prim{matmul(pd), pd.src_desc(), pd.weights_desc(), pd.dst_desc()};
+    });
+    std::vector<uint16_t> hold;
+    memory src = act_memory(x, p->src, hold);
+    memory wei = (!bf && w.dtype() == DType::F32) ? memory(p->wei, eng(), const_cast<void*>(w.raw()))
+                                                  : packed_weight(w, {K, N}, tag::ba, p->wei);
+    memory dst(p->dst, eng(), y.raw());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+    Tensor b;
+    if (has_b) {
+      b = bias_f32(b_);
+      args[DNNL_ARG_BIAS] = memory({{1, N}, dt::f32, tag::ab}, eng(), const_cast<void*>(b.raw()));
+    }
+    p->prim.execute(strm(), args);
+    strm().wait();
+  } catch (const dnnl::error& e) {
+    dnnl_fail("linear", e, x.str() + " x " + w.str());
+  }
+  return y;
+}
+
+Tensor bmm(const Tensor& a, const Tensor& b, bool trans_b) {
+  cpu::check_f32(a, "bmm");
+  cpu::check_f32(b, "bmm");
+  if (a.dim() != 3 || b.dim() != 3) fail("bmm", "expected 3-d inputs, got " + a.str() + " and " + b.str());
+  int64_t B = a.size(0), M = a.size(1), K = a.size(2);
+  int64_t N = trans_b ? b.size(1) : b.size(2);
+  if (b.size(0) != B || (trans_b ? b.size(2) : b.size(1)) != K)
+    fail("bmm", "shapes " + a.str() + " and " + b.str() + " do not match");
+  Tensor c = Tensor::empty({B, M, N});
+  if (c.numel() == 0) return c;
+  bool bf = bf16_mode();
+  dt cdt = bf ? dt::bf16 : dt::f32;
+  try {
+    std::string key = "bmm|" + std::to_string(B) + "," + std::to_string(M) + "," + std::to_string(K) + "," +
+                      std::to_string(N) + (trans_b ? "|t" : "|n") + (bf ? "|bf16" : "|f32");
+    auto p = cached_prim(key, [&] {
+      memory::desc src({B, M, K}, cdt, tag::abc), dst({B, M, N}, dt::f32, tag::abc);
+      memory::desc wei({B, K, N}, cdt, trans_b ? tag::acb : tag::abc);
+      matmul::primitive_desc pd(matmul::desc(src, wei, dst), eng());
+      return Prim{matmul(pd), src, wei, dst};
+    });
+    std::vector<uint16_t> ha, hb;
+    memory am = act_memory(a, p->src, ha), bm = act_memory(b, p->wei, hb);
+    memory cm(p->dst, eng(), c.raw());
+    p->prim.execute(strm(), {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+    strm().wait();
+  } catch (const dnnl::error& e) {
+    dnnl_fail("bmm", e, a.str() + " x " + b.str());
+  }
+  return c;
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b_, int stride, int pad) {
+  cpu::check_f32(x, "conv2d");
+  if (x.dim() != 4 || w.dim() != 4 || x.size(1) != w.size(1))
+    fail("conv2d", "input " + x.str() + " does not match weight " + w.str());
+  int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  int64_t O = w.size(0), kh = w.size(2), kw = w.size(3);
+  int64_t OH = (H + 2 * pad - kh) / stride + 1, OW = (W + 2 * pad - kw) / stride + 1;
+  if (OH <= 0 || OW <= 0) fail("conv2d", "input " + x.str() + " too small for weight " + w.str());
+  Tensor y = Tensor::empty({N, O, OH, OW});
+  if (y.numel() == 0) return y;
+  bool bf = bf16_mode(), has_b = b_.defined();
+  dt cdt = bf ? dt::bf16 : dt::f32;
+  try {
+    std::string key = "conv|" + dims_str(x.shape()) + "|" + dims_str(w.shape()) + "|" + std::to_string(stride) +
+                      "," + std::to_string(pad) + (has_b ? "|b" : "") + (bf ? "|bf16" : "|f32");
+    auto p = cached_prim(key, [&] {
+      memory::desc src({N, C, H, W}, cdt, tag::any), wei({O, C, kh, kw}, cdt, tag::any);
+      memory::desc dst({N, O, OH, OW}, dt::f32, tag::any);
+      memory::desc bias = has_b ? memory::desc({O}, dt::f32, tag::x) : memory::desc();
+      convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src, wei, bias, dst,
+                                  {stride, stride}, {pad, pad}, {pad, pad});
+      convolution_forward::primitive_desc pd(d, eng());
+      return Prim{convolution_forward(pd), pd.src_desc(), pd.weights_desc(), pd.dst_desc()};
+    });
+    memory::desc user_src({N, C, H, W}, dt::f32, tag::nchw), user_dst({N, O, OH, OW}, dt::f32, tag::nchw);
+    memory xs(user_src, eng(), const_cast<void*>(x.raw()));
+    memory src = xs;
+    if (p->src != user_src) {
+      src = memory(p->src, eng());
+      reorder(xs, src).execute(strm(), xs, src);
+    }
+    memory wei = packed_weight(w, {O, C, kh, kw}, tag::oihw, p->wei);
+    memory ym(user_dst, eng(), y.raw());
+    memory dst = p->dst == user_dst ? ym : memory(p->dst, eng());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+    Tensor b;
+    if (has_b) {
+      b = bias_f32(b_);
+      args[DNNL_ARG_BIAS] = memory({{O}, dt::f32, tag::x}, eng(), const_cast<void*>(b.raw()));
+    }
+    p->prim.execute(strm(), args);
+    if (p->dst != user_dst) reorder(dst, ym).execute(strm(), dst, ym);
+    strm().wait();
+  } catch (const dnnl::error& e) {
+    dnnl_fail("conv2d", e, x.str() + " * " + w.str());
+  }
+  return y;
+}
+
+}  // namespace easel::ops
