@@ -160,6 +160,14 @@ TEST(Img2Img, StartIndexAsDiffusers) {
   EXPECT_EQ(img2img_start_index(*s, 20, 1.0), 0u);
   EXPECT_EQ(img2img_start_index(*s, 20, 0.0), 20u);
   EXPECT_THROW(img2img_start_index(*s, 20, 1.5), Error);
+  auto h = make_scheduler("heun", "normal", cfg);  // order 2
+  h->set_timesteps(20);
+  EXPECT_EQ(img2img_start_index(*h, 20, 0.75), 10u);
+  auto k = make_scheduler("k_euler_a", "normal", cfg);  // A1111: steps - int(min(s, .999) * steps) - 1
+  k->set_timesteps(20);
+  EXPECT_EQ(img2img_start_index(*k, 20, 0.75), 4u);
+  EXPECT_EQ(img2img_start_index(*k, 20, 1.0), 0u);   // int(0.999 * 20) = 19
+  EXPECT_EQ(img2img_start_index(*k, 20, 0.0), 19u);
 }
 
 TEST(Schedulers, A1111Names) {
@@ -349,4 +357,36 @@ TEST(KDiffusion, SigmasTimestepsAndLoopsMatchKDiffusion) {
   }
   EXPECT_EQ(cases, 72);
   std::printf("k-diffusion: %d cases, schedule max rel err %.3g, loop max err %.3g\n", cases, worst_sched, worst_loop);
+}
+
+TEST(KDiffusion, Img2ImgAsA1111) {
+  WeightStore ref = test::load_ref("schedulers/ref_kdiff.safetensors");
+  const Shape shape = {1, 4, 4, 4};
+  int cases = 0;
+  double worst = 0;
+  for (int k = 0;; k++) {
+    const std::string p = "j" + std::to_string(k);
+    if (!ref.metadata.count(p)) break;
+    json j = parse_meta(ref.metadata.at(p));
+    const std::string what = p + " " + ref.metadata.at(p);
+    SchedulerConfig cfg;
+    auto s = make_scheduler(j["sampler"], j["schedule"], cfg);
+    const int steps = j["steps"];
+    s->set_timesteps(steps);
+    const size_t start = img2img_start_index(*s, steps, j["strength"].get<double>());
+    EXPECT_EQ((float)start, ref.get(p + ".start", {1}).f32()[0]) << what;
+    auto rng = make_rng("torch-cpu", 99);
+    Tensor init = rng->randn(shape), noise = rng->randn(shape);
+    Tensor x = s->add_noise(init, noise, start);
+    EXPECT_TRUE(test::allclose(x, ref.get(p + ".noised", shape), 1e-6f, 1e-6f)) << what;
+    for (size_t i = start; i < s->timesteps().size(); i++)
+      x = s->step(fake_model(s->scale_model_input(x, i), s->timesteps()[i]), i, x, *rng);
+    const Tensor& want = ref.get(p + ".final", shape);
+    EXPECT_TRUE(test::allclose(x, want, 1e-5f, 1e-5f)) << what;
+    for (int64_t e = 0; e < x.numel(); e++)
+      worst = std::max(worst, (double)std::fabs(x.f32()[e] - want.f32()[e]) / (1.0 + std::fabs(want.f32()[e])));
+    cases++;
+  }
+  EXPECT_EQ(cases, 18);
+  std::printf("k-diffusion img2img: %d cases, max err %.3g\n", cases, worst);
 }

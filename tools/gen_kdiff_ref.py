@@ -11,6 +11,8 @@ torch.Generator seeded 99 (initial noise, then the ancestral draws).
 Keys: k{K}.sigmas [n+1], k{K}.timesteps [n] (sigma_to_t), k{K}.step_{i} [1,4,4,4]; metadata k{K} =
 JSON {sampler, schedule, steps, beta_schedule, beta_start, beta_end, prediction_type}
 (epsilon models use DiscreteEpsDDPMDenoiser, v_prediction DiscreteVDDPMDenoiser).
+img2img (A1111 sample_img2img): j{K}.start [1], j{K}.noised, j{K}.final [1,4,4,4]; metadata j{K} =
+JSON {sampler, schedule, steps, strength}; init latents = first randn, noise = second randn.
 Usage: PYTHONPATH=<dir with k_diffusion and scipy> /work/venv/ref/bin/python tools/gen_kdiff_ref.py
 """
 import importlib.util
@@ -100,6 +102,32 @@ def main():
                     for i, s in enumerate(steps):
                         out[f"{name}.step_{i}"] = s.clone()
                     k += 1
+    # img2img as A1111's KDiffusionSampler.sample_img2img (img2img_fix_steps off)
+    model = external.DiscreteEpsDDPMDenoiser(FakeUNet(), ldm_alphas_cumprod("scaled_linear", 0.00085, 0.012), False)
+    j = 0
+    for sampler, fn in fns.items():
+        for schedule in ["normal", "karras"]:
+            for strength, steps in [(0.6, 10), (0.75, 20), (1.0, 8)]:
+                sigmas = model.get_sigmas(steps) if schedule == "normal" else sampling.get_sigmas_karras(
+                    steps, model.sigma_min.item(), model.sigma_max.item())
+                t_enc = int(min(strength, 0.999) * steps)
+                start = steps - t_enc - 1
+                sigma_sched = sigmas[start:]
+                g = torch.Generator("cpu").manual_seed(99)
+                init = torch.randn([1, 4, 4, 4], generator=g)
+                noise = torch.randn([1, 4, 4, 4], generator=g)
+                xi = init + noise * sigma_sched[0]
+                kw = {}
+                if sampler == "k_euler_a":
+                    kw["noise_sampler"] = lambda s, sn: torch.randn([1, 4, 4, 4], generator=g)
+                final = fn(model, xi, sigma_sched, disable=True, **kw)
+                name = f"j{j}"
+                meta[name] = json.dumps({"sampler": sampler, "schedule": schedule, "steps": steps,
+                                         "strength": strength})
+                out[name + ".start"] = torch.tensor([float(start)])
+                out[name + ".noised"] = xi.clone()
+                out[name + ".final"] = final.clone()
+                j += 1
     path = "tests/fixtures/schedulers/ref_kdiff.safetensors"
     save_file({key: v.contiguous() for key, v in sorted(out.items())}, path, metadata=meta)
     print("wrote", path, k, "cases")

@@ -146,6 +146,13 @@ class KDiffusionScheduler : public Scheduler {
     return out;
   }
 
+  // A1111 sample_img2img: t_enc = int(min(strength, 0.999) * steps); sigmas[steps - t_enc - 1:]
+  // (img2img_fix_steps off, the default).
+  size_t img2img_start(int steps, double strength) const override {
+    const int t_enc = (int)(std::min(strength, 0.999) * steps);
+    return (size_t)std::max(steps - t_enc - 1, 0);
+  }
+
   Tensor add_noise(const Tensor& original, const Tensor& noise, size_t i) const override {
     EASEL_CHECK(i < sigmas_.size(), "scheduler", "add_noise: step index out of range (set_timesteps first?)");
     EASEL_CHECK(original.shape() == noise.shape(), "scheduler", "add_noise: shapes differ");

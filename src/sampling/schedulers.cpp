@@ -262,14 +262,18 @@ std::string a1111_sampler_name(const std::string& sampler, const std::string& sc
   fail("scheduler", "unknown sampler '" + sampler + "'");
 }
 
+size_t Scheduler::img2img_start(int num_inference_steps, double strength) const {
+  const int init_timestep = std::min((int)(num_inference_steps * strength), num_inference_steps);
+  const int t_start = std::max(num_inference_steps - init_timestep, 0);
+  return (size_t)t_start * (size_t)order();
+}
+
 size_t img2img_start_index(const Scheduler& s, int num_inference_steps, double strength) {
   EASEL_CHECK(strength >= 0.0 && strength <= 1.0, "scheduler", "img2img strength must be in [0, 1]");
   // A value that came through a float (0.7f = 0.699999988) means the decimal the user typed:
   // Python's int(20 * 0.7) is 14, int(20 * 0.699999988) would be 13.
   if ((double)(float)strength == strength) strength = sched::json_decimal((float)strength);
-  const int init_timestep = std::min((int)(num_inference_steps * strength), num_inference_steps);
-  const int t_start = std::max(num_inference_steps - init_timestep, 0);
-  return (size_t)t_start * (size_t)s.order();
+  return s.img2img_start(num_inference_steps, strength);
 }
 
 }  // namespace easel

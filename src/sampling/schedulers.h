@@ -56,6 +56,9 @@ class Scheduler {
   virtual Tensor add_noise(const Tensor& original, const Tensor& noise, size_t step_index) const = 0;
   // Scheduler order (diffusers' `order`: 2 for heun, else 1); img2img_start_index multiplies by it.
   virtual int order() const { return 1; }
+  // img2img first step index (see img2img_start_index): diffusers' get_timesteps; the k-diffusion
+  // samplers use A1111's steps - int(min(strength, 0.999) * steps) - 1.
+  virtual size_t img2img_start(int num_inference_steps, double strength) const;
   // The x0 prediction of the last step() (pred_original_sample / DPM's x0_pred), for previews.
   const Tensor& last_denoised() const { return denoised_; }
   // alphas_cumprod [num_train_timesteps] (float32 as torch computes it).
@@ -86,7 +89,8 @@ void parse_a1111_sampler(const std::string& name, const std::string& schedule_ty
 std::string a1111_sampler_name(const std::string& sampler, const std::string& schedule);
 
 // First step index for img2img, as StableDiffusionImg2ImgPipeline.get_timesteps:
-// t_start = max(steps - min(int(steps * strength), steps), 0) * order. Call after set_timesteps.
+// t_start = max(steps - min(int(steps * strength), steps), 0) * order (A1111's rule for k_*).
+// Call after set_timesteps.
 // A strength that is exactly a float (0.7f) is read as its shortest decimal (0.7), as Python sees it.
 size_t img2img_start_index(const Scheduler& s, int num_inference_steps, double strength);
 
