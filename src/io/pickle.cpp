@@ -479,7 +479,8 @@ class Materializer {
     if (r.size.size() != r.stride.size()) bad("size and stride differ in length");
     if (r.offset < 0) bad("negative storage offset");
     const uint64_t lim = 1ull << 40;
-    uint64_t numel = 1, last = (uint64_t)r.offset;  // last element index touched
+    uint64_t numel = 1;
+    unsigned __int128 last = (uint64_t)r.offset;  // last element index touched (cannot overflow: < 2^104)
     for (size_t k = 0; k < r.size.size(); ++k) {
       int64_t n = r.size[k], st = r.stride[k];
       if (n < 0 || st < 0) bad("negative size or stride");
@@ -487,7 +488,7 @@ class Materializer {
       numel *= (uint64_t)n;
       if (n > 1) {
         if ((uint64_t)st > lim) bad("stride is implausibly large");
-        last += (uint64_t)(n - 1) * (uint64_t)st;
+        last += (unsigned __int128)(uint64_t)(n - 1) * (uint64_t)st;
       }
     }
     DType dt = s->st == SType::F32 || s->st == SType::F64 ? DType::F32
