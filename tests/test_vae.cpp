@@ -91,13 +91,16 @@ TEST_P(VAERef, MatchesDiffusersStageByStage) {
   }
   h = vae.decoder.conv_norm_out(h);
   check(h, "decoder.conv_norm_out");
+  check(vae.decoder.conv_out(ops::silu(h)), "decoder.conv_out");
 
   Tensor decoded = vae.decode(z);  // [1, 3, H, W]
   auto rd = close(decoded, ref.get("decoded"));
   EXPECT_TRUE(rd) << "decoded";
   std::printf("[%s] decoded: %s\n", fam.c_str(), rd.message());
 
-  EXPECT_GE(compared, 8);  // the fixture dumps at least encoder/decoder stages and the quant convs
+  // Every dumped activation was compared (a renamed dump key cannot silently drop a check).
+  EXPECT_EQ(compared, (int)ref.keys_with_prefix("act.").size());
+  EXPECT_GE(compared, 8);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, VAERef,
