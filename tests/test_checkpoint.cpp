@@ -648,6 +648,15 @@ TEST(CheckpointSd2, OverridesOnSd2) {
   CheckpointOverrides ov;
   ov.prediction_type = "epsilon";  // e.g. the 512-base saved as safetensors
   EXPECT_EQ(open_checkpoint(fixture("sd2/sd2_ldm.safetensors"), ov).config.scheduler.prediction_type, "epsilon");
+  // The 512-base: diffusers decides epsilon from global_step 875000 (a .ckpt's top-level int,
+  // which the loader puts in the metadata).
+  WeightStore w = load_weights(fixture("sd2/sd2_ldm.safetensors"));
+  const std::string d = temp_dir("sd2_base");
+  write_safetensors(d + "/base.safetensors", std::map<std::string, Tensor>(w.tensors.begin(), w.tensors.end()),
+                    {{"global_step", "875000"}});
+  Checkpoint base = open_checkpoint(d + "/base.safetensors");
+  EXPECT_EQ(base.config.scheduler.prediction_type, "epsilon");
+  EXPECT_EQ(base.config.unet.sample_size, 64);
   CheckpointOverrides fam;
   fam.family = "sd1";
   EXPECT_ERROR(open_checkpoint(fixture("sd2/sd2_ldm.safetensors"), fam),
