@@ -1,57 +1,276 @@
+// PNG/JPEG decoding, PNG encoding with text chunks, tensor conversions. See image.h.
+// libpng and libjpeg report errors by longjmp: every setjmp lives in a small function whose
+// locals are all trivially destructible, and the library objects are owned by RAII structs in
+// the caller, so an error unwinds nothing and leaks nothing.
 #include "io/image.h"
 
+#include <fcntl.h>
+#include <jerror.h>
 #include <jpeglib.h>
 #include <png.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
+
+#include "core/error.h"
 
 namespace easel {
 
 namespace {
 
-constexpr int64_t kMaxSide = 16384;
-constexpr int64_t kMaxPixels = 1ll << 28;
-
 void check_dims(int64_t w, int64_t h, const std::string& name) {
-  if (w <= 0 || h <= 0) fail("image", name + ": image has no pixels");
-  if (w > kMaxSide || h > kMaxSide || w * h > kMaxPixels)
-    fail("image", name + ": image " + std::to_string(w) + "x" + std::to_string(h) + " is too large (max " +
-                      std::to_string(kMaxSide) + " per side)");
+  if (w <= 0 || h <= 0) fail("image", name + ": image has no pixels (" + std::to_string(w) + "x" + std::to_string(h) + ")");
+  if (w > kMaxImageSide || h > kMaxImageSide || w * h > kMaxImagePixels)
+    fail("image", name + ": image " + std::to_string(w) + "x" + std::to_string(h) + " is too large (at most " +
+                      std::to_string(kMaxImageSide) + " pixels per side and 2^28 pixels)");
 }
 
-std::vector<uint8_t> read_file(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) fail("image", path + ": no such file");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("image", path + ": cannot open: " + std::strerror(errno));
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), {});
+// Whole file into memory (images are small next to the models).
+std::vector<uint8_t> read_all(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("image", path + ": cannot open: " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail("image", path + ": not a regular file");
+  }
+  if (st.st_size > (off_t(1) << 31)) {
+    ::close(fd);
+    fail("image", path + ": file is too large for an image (" + std::to_string(st.st_size) + " bytes)");
+  }
+  std::vector<uint8_t> buf((size_t)st.st_size);
+  size_t got = 0;
+  while (got < buf.size()) {
+    ssize_t n = ::read(fd, buf.data() + got, buf.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = errno;
+      ::close(fd);
+      fail("image", path + ": read error: " + (n < 0 ? std::strerror(e) : "file shrank while reading"));
+    }
+    got += (size_t)n;
+  }
+  ::close(fd);
+  return buf;
 }
 
-Image convert_channels(Image img, int channels) {
+// ---------------------------------------------------------------------------------------- PNG read
+struct PngReader {
+  png_structp png = nullptr;
+  png_infop info = nullptr;
+  const uint8_t* data = nullptr;
+  size_t size = 0, pos = 0;
+  char error[256] = {0};
+  ~PngReader() { png_destroy_read_struct(&png, &info, nullptr); }
+};
+
+void png_read_mem(png_structp p, png_bytep out, size_t n) {
+  auto* r = (PngReader*)png_get_io_ptr(p);
+  if (n > r->size - r->pos) png_error(p, "unexpected end of file (truncated)");
+  std::memcpy(out, r->data + r->pos, n);
+  r->pos += n;
+}
+
+void png_on_error(png_structp p, png_const_charp msg) {
+  auto* r = (PngReader*)png_get_error_ptr(p);
+  std::snprintf(r->error, sizeof r->error, "%s", msg);
+  png_longjmp(p, 1);
+}
+
+// Header and transforms. Output: 8-bit gray, gray+alpha, RGB or RGBA (no gamma, like PIL).
+bool png_read_header(PngReader& r, png_uint_32* w, png_uint_32* h) {
+  if (setjmp(png_jmpbuf(r.png))) return false;
+  png_set_read_fn(r.png, &r, png_read_mem);
+  png_set_user_limits(r.png, 0x7fffffffL, 0x7fffffffL);  // our own check gives the clearer message
+  png_set_chunk_malloc_max(r.png, 64u << 20);
+  png_read_info(r.png, r.info);
+  *w = png_get_image_width(r.png, r.info);
+  *h = png_get_image_height(r.png, r.info);
+  return true;
+}
+
+bool png_setup(PngReader& r, int* channels) {
+  if (setjmp(png_jmpbuf(r.png))) return false;
+  int type = png_get_color_type(r.png, r.info), depth = png_get_bit_depth(r.png, r.info);
+  if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(r.png);
+  if (type == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(r.png);
+  if (png_get_valid(r.png, r.info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(r.png);
+  if (depth == 16) png_set_strip_16(r.png);  // keeps the high byte, as PIL's "RGB;16B" unpacker
+  png_set_interlace_handling(r.png);
+  png_read_update_info(r.png, r.info);
+  *channels = png_get_channels(r.png, r.info);
+  return true;
+}
+
+bool png_read_pixels(PngReader& r, png_bytep* rows) {
+  if (setjmp(png_jmpbuf(r.png))) return false;
+  png_read_image(r.png, rows);
+  png_read_end(r.png, nullptr);
+  return true;
+}
+
+Image decode_png(const uint8_t* data, size_t size, const std::string& name) {
+  PngReader r;
+  r.data = data;
+  r.size = size;
+  r.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &r, png_on_error, [](png_structp, png_const_charp) {});
+  if (!r.png) fail("image", name + ": out of memory creating the PNG reader");
+  r.info = png_create_info_struct(r.png);
+  if (!r.info) fail("image", name + ": out of memory creating the PNG reader");
+  auto corrupt = [&] { fail("image", name + ": corrupt PNG data (libpng: " + std::string(r.error) + ")"); };
+  png_uint_32 w = 0, h = 0;
+  if (!png_read_header(r, &w, &h)) corrupt();
+  check_dims(w, h, name);  // before allocating anything of the image's size
+  int ch = 0;
+  if (!png_setup(r, &ch)) corrupt();
+  Image img;
+  img.width = (int)w;
+  img.height = (int)h;
+  img.channels = ch;
+  img.pixels.resize((size_t)w * h * ch);
+  std::vector<png_bytep> rows(h);
+  for (png_uint_32 y = 0; y < h; y++) rows[y] = img.row((int)y);
+  if (!png_read_pixels(r, rows.data())) corrupt();
+  if (img.channels == 2) img = convert_image(img, 4);  // gray+alpha: keep the alpha as RGBA
+  return img;
+}
+
+// --------------------------------------------------------------------------------------- JPEG read
+struct JpegReader {
+  jpeg_decompress_struct cinfo;
+  jpeg_error_mgr mgr;
+  std::jmp_buf jb;
+  char error[JMSG_LENGTH_MAX] = {0};
+  bool created = false, truncated = false;
+  ~JpegReader() {
+    if (created) jpeg_destroy_decompress(&cinfo);
+  }
+};
+
+void jpeg_on_error(j_common_ptr c) {
+  auto* r = (JpegReader*)c->client_data;
+  (*c->err->format_message)(c, r->error);
+  std::longjmp(r->jb, 1);
+}
+
+// Warnings are ignored (as PIL does), except a premature end of data: PIL refuses truncated files.
+void jpeg_on_message(j_common_ptr c, int level) {
+  auto* r = (JpegReader*)c->client_data;
+  if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) r->truncated = true;
+}
+
+bool jpeg_header(JpegReader& r, const uint8_t* data, size_t size) {
+  r.cinfo.client_data = &r;  // kept by jpeg_create_decompress, needed by its error path
+  if (setjmp(r.jb)) return false;
+  jpeg_create_decompress(&r.cinfo);
+  r.created = true;
+  jpeg_mem_src(&r.cinfo, data, (unsigned long)size);
+  jpeg_read_header(&r.cinfo, TRUE);
+  return true;
+}
+
+bool jpeg_start(JpegReader& r, J_COLOR_SPACE out) {
+  if (setjmp(r.jb)) return false;
+  r.cinfo.out_color_space = out;
+  jpeg_start_decompress(&r.cinfo);
+  return true;
+}
+
+bool jpeg_pixels(JpegReader& r, uint8_t* pixels, size_t stride) {
+  if (setjmp(r.jb)) return false;
+  while (r.cinfo.output_scanline < r.cinfo.output_height && !r.truncated) {
+    JSAMPROW row = pixels + (size_t)r.cinfo.output_scanline * stride;
+    jpeg_read_scanlines(&r.cinfo, &row, 1);
+  }
+  if (!r.truncated) jpeg_finish_decompress(&r.cinfo);
+  return true;
+}
+
+inline uint8_t muldiv255(int a, int b) {
+  int t = a * b + 128;
+  return (uint8_t)(((t >> 8) + t) >> 8);
+}
+
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
+  JpegReader r;
+  r.cinfo.err = jpeg_std_error(&r.mgr);
+  r.mgr.error_exit = jpeg_on_error;
+  r.mgr.emit_message = jpeg_on_message;
+  r.mgr.output_message = [](j_common_ptr) {};
+  auto corrupt = [&] { fail("image", name + ": corrupt JPEG data (libjpeg: " + std::string(r.error) + ")"); };
+  if (!jpeg_header(r, data, size)) corrupt();
+  check_dims(r.cinfo.image_width, r.cinfo.image_height, name);
+  J_COLOR_SPACE src = r.cinfo.jpeg_color_space;
+  bool cmyk = src == JCS_CMYK || src == JCS_YCCK;
+  int ch = cmyk ? 4 : src == JCS_GRAYSCALE ? 1 : 3;
+  if (!jpeg_start(r, cmyk ? JCS_CMYK : ch == 1 ? JCS_GRAYSCALE : JCS_RGB)) corrupt();
+  Image img;
+  img.width = (int)r.cinfo.output_width;
+  img.height = (int)r.cinfo.output_height;
+  img.channels = ch;
+  if ((int)r.cinfo.output_components != ch) fail("image", name + ": unexpected JPEG component count");
+  img.pixels.resize((size_t)img.width * img.height * ch);
+  if (!jpeg_pixels(r, img.pixels.data(), (size_t)img.width * ch)) corrupt();
+  if (r.truncated) fail("image", name + ": truncated JPEG data (premature end of file)");
+  if (cmyk) {
+    // PIL: Adobe files store CMYK inverted ("CMYK;I"), then cmyk2rgb: R = nk - nk*C/255, nk = 255 - K.
+    bool inverted = r.cinfo.saw_Adobe_marker;
+    Image rgb;
+    rgb.width = img.width;
+    rgb.height = img.height;
+    rgb.channels = 3;
+    rgb.pixels.resize((size_t)img.width * img.height * 3);
+    for (size_t i = 0; i < (size_t)img.width * img.height; i++) {
+      uint8_t v[4];
+      for (int c = 0; c < 4; c++) v[c] = inverted ? 255 - img.pixels[i * 4 + c] : img.pixels[i * 4 + c];
+      int nk = 255 - v[3];
+      for (int c = 0; c < 3; c++) rgb.pixels[i * 3 + c] = (uint8_t)std::clamp(nk - muldiv255(v[c], nk), 0, 255);
+    }
+    return rgb;
+  }
+  return img;
+}
+
+const char* guess_format(const uint8_t* d, size_t n) {
+  auto starts = [&](const char* s, size_t off = 0) { return n >= off + std::strlen(s) && std::memcmp(d + off, s, std::strlen(s)) == 0; };
+  if (starts("RIFF") && starts("WEBP", 8)) return "WebP";
+  if (starts("GIF8")) return "GIF";
+  if (starts("BM")) return "BMP";
+  if (starts("II*") || starts("MM")) return "TIFF";
+  if (starts("ftyp", 4)) return "HEIF/AVIF";
+  return nullptr;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------ public
+Image convert_image(const Image& img, int channels) {
   if (channels == 0 || channels == img.channels) return img;
+  if (channels != 1 && channels != 3 && channels != 4) fail("image", "cannot convert to " + std::to_string(channels) + " channels");
+  if (img.channels < 1 || img.channels > 4) fail("image", "image has " + std::to_string(img.channels) + " channels");
   Image out;
   out.width = img.width;
   out.height = img.height;
   out.channels = channels;
   size_t n = (size_t)img.width * img.height;
   out.pixels.resize(n * channels);
+  const int ic = img.channels;
   for (size_t i = 0; i < n; i++) {
-    const uint8_t* s = &img.pixels[i * img.channels];
-    uint8_t r, g, b, a = 255;
-    if (img.channels >= 3) r = s[0], g = s[1], b = s[2];
-    else r = g = b = s[0];
-    if (img.channels == 4 || img.channels == 2) a = s[img.channels - 1];
+    const uint8_t* s = &img.pixels[i * ic];
     uint8_t* d = &out.pixels[i * channels];
+    uint8_t r = s[0], g = ic >= 3 ? s[1] : s[0], b = ic >= 3 ? s[2] : s[0];
+    uint8_t a = ic == 4 ? s[3] : ic == 2 ? s[1] : 255;
     if (channels == 1) {
-      d[0] = (uint8_t)((r * 299 + g * 587 + b * 114 + 500) / 1000);  // PIL's "L"
+      d[0] = ic <= 2 ? r : (uint8_t)((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16);  // PIL's L24
     } else {
       d[0] = r, d[1] = g, d[2] = b;
       if (channels == 4) d[3] = a;
@@ -60,281 +279,286 @@ Image convert_channels(Image img, int channels) {
   return out;
 }
 
-// --- PNG (libpng simplified API: errors come back as messages, never longjmp into our frames)
-Image decode_png(const uint8_t* data, size_t size, const std::string& name) {
-  png_image im;
-  std::memset(&im, 0, sizeof im);
-  im.version = PNG_IMAGE_VERSION;
-  if (!png_image_begin_read_from_memory(&im, data, size))
-    fail("image", name + ": corrupt PNG data (libpng: " + std::string(im.message) + ")");
-  check_dims(im.width, im.height, name);
-  bool alpha = im.format & PNG_FORMAT_FLAG_ALPHA;
-  im.format = alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB;
-  Image img;
-  img.width = (int)im.width;
-  img.height = (int)im.height;
-  img.channels = alpha ? 4 : 3;
-  img.pixels.resize(PNG_IMAGE_SIZE(im));
-  if (!png_image_finish_read(&im, nullptr, img.pixels.data(), 0, nullptr)) {
-    std::string msg = im.message;
-    png_image_free(&im);
-    fail("image", name + ": corrupt PNG data (libpng: " + msg + ")");
-  }
-  return img;
-}
-
-// --- JPEG (libjpeg with an error manager that longjmps back here only)
-struct JpegErr {
-  jpeg_error_mgr mgr;
-  std::jmp_buf jb;
-  char msg[JMSG_LENGTH_MAX];
-};
-
-void jpeg_fail(j_common_ptr c) {
-  JpegErr* e = (JpegErr*)c->err;
-  (*c->err->format_message)(c, e->msg);
-  std::longjmp(e->jb, 1);
-}
-
-Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
-  jpeg_decompress_struct cinfo;
-  JpegErr err;
-  cinfo.err = jpeg_std_error(&err.mgr);
-  err.mgr.error_exit = jpeg_fail;
-  err.mgr.output_message = [](j_common_ptr) {};
-  Image* img = new Image();  // heap: no destructors skipped by longjmp
-  if (setjmp(err.jb)) {
-    jpeg_destroy_decompress(&cinfo);
-    delete img;
-    fail("image", name + ": corrupt JPEG data (libjpeg: " + std::string(err.msg) + ")");
-  }
-  jpeg_create_decompress(&cinfo);
-  jpeg_mem_src(&cinfo, data, (unsigned long)size);
-  jpeg_read_header(&cinfo, TRUE);
-  if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
-    jpeg_destroy_decompress(&cinfo);
-    delete img;
-    fail("image", name + ": CMYK JPEG images are not supported");
-  }
-  if (cinfo.image_width > kMaxSide || cinfo.image_height > kMaxSide ||
-      (int64_t)cinfo.image_width * cinfo.image_height > kMaxPixels) {
-    jpeg_destroy_decompress(&cinfo);
-    delete img;
-    check_dims(cinfo.image_width, cinfo.image_height, name);
-  }
-  cinfo.out_color_space = JCS_RGB;
-  jpeg_start_decompress(&cinfo);
-  img->width = (int)cinfo.output_width;
-  img->height = (int)cinfo.output_height;
-  img->channels = 3;
-  img->pixels.resize((size_t)img->width * img->height * 3);
-  while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW row = img->pixels.data() + (size_t)cinfo.output_scanline * img->width * 3;
-    jpeg_read_scanlines(&cinfo, &row, 1);
-  }
-  jpeg_finish_decompress(&cinfo);
-  jpeg_destroy_decompress(&cinfo);
-  Image out = std::move(*img);
-  delete img;
-  return out;
-}
-
-}  // namespace
-
 Image decode_image(const uint8_t* data, size_t size, const std::string& name, int channels) {
   static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
-  if (size >= 8 && std::memcmp(data, png_sig, 8) == 0) return convert_channels(decode_png(data, size, name), channels);
+  if (channels != 0 && channels != 1 && channels != 3 && channels != 4)
+    fail("image", name + ": cannot convert to " + std::to_string(channels) + " channels");
+  if (size >= 8 && std::memcmp(data, png_sig, 8) == 0) return convert_image(decode_png(data, size, name), channels);
   if (size >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff)
-    return convert_channels(decode_jpeg(data, size, name), channels);
-  fail("image", name + ": not a PNG or JPEG image");
+    return convert_image(decode_jpeg(data, size, name), channels);
+  const char* other = guess_format(data, size);
+  fail("image", name + ": not a PNG or JPEG image" + (other ? std::string(" (looks like ") + other + ")" : ""));
 }
 
 Image read_image(const std::string& path, int channels) {
-  std::vector<uint8_t> bytes = read_file(path);
+  std::vector<uint8_t> bytes = read_all(path);
   return decode_image(bytes.data(), bytes.size(), path, channels);
 }
 
+// --------------------------------------------------------------------------------------- PNG write
 namespace {
 
 struct PngWriter {
   png_structp png = nullptr;
   png_infop info = nullptr;
-  std::string error;
+  std::vector<uint8_t>* out = nullptr;
+  char error[256] = {0};
   ~PngWriter() { png_destroy_write_struct(&png, &info); }
 };
 
-bool latin1(const std::string& s) {
-  for (unsigned char c : s)
-    if (c >= 0x80) return false;
-  return true;
+void png_write_mem(png_structp p, png_bytep d, size_t n) {
+  auto* w = (PngWriter*)png_get_io_ptr(p);
+  w->out->insert(w->out->end(), d, d + n);  // bad_alloc here would cross libpng: reserve up front
 }
 
-// Plain C frame for libpng's longjmp: nothing with a destructor lives here.
-bool write_png_file(FILE* f, const Image& img, const TextChunks& text, PngWriter& w) {
-  w.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &w, [](png_structp p, png_const_charp msg) {
-    ((PngWriter*)png_get_error_ptr(p))->error = msg;
-    png_longjmp(p, 1);
-  }, nullptr);
-  if (!w.png) return false;
-  w.info = png_create_info_struct(w.png);
-  if (!w.info) return false;
+void png_on_write_error(png_structp p, png_const_charp msg) {
+  auto* w = (PngWriter*)png_get_error_ptr(p);
+  std::snprintf(w->error, sizeof w->error, "%s", msg);
+  png_longjmp(p, 1);
+}
+
+bool png_encode(PngWriter& w, const Image& img, png_textp text, int ntext, png_bytep* rows) {
   if (setjmp(png_jmpbuf(w.png))) return false;
-  png_init_io(w.png, f);
+  png_set_write_fn(w.png, &w, png_write_mem, nullptr);
   int type = img.channels == 4 ? PNG_COLOR_TYPE_RGBA : img.channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY;
   png_set_IHDR(w.png, w.info, img.width, img.height, 8, type, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                PNG_FILTER_TYPE_DEFAULT);
-  std::vector<png_text> chunks(text.size());
-  for (size_t i = 0; i < text.size(); i++) {
-    std::memset(&chunks[i], 0, sizeof(png_text));
-    chunks[i].key = (png_charp)text[i].first.c_str();
-    chunks[i].text = (png_charp)text[i].second.c_str();
-    // A1111 writes "parameters" as tEXt when it is Latin-1 and as iTXt otherwise.
-    chunks[i].compression = latin1(text[i].second) ? PNG_TEXT_COMPRESSION_NONE : PNG_ITXT_COMPRESSION_NONE;
-    if (chunks[i].compression == PNG_TEXT_COMPRESSION_NONE) chunks[i].text_length = text[i].second.size();
-    else chunks[i].itxt_length = text[i].second.size();
-  }
-  if (!chunks.empty()) png_set_text(w.png, w.info, chunks.data(), (int)chunks.size());
+  if (ntext) png_set_text(w.png, w.info, text, ntext);
   png_write_info(w.png, w.info);
-  for (int y = 0; y < img.height; y++)
-    png_write_row(w.png, img.pixels.data() + (size_t)y * img.width * img.channels);
+  png_write_image(w.png, rows);
   png_write_end(w.png, nullptr);
   return true;
 }
 
+// UTF-8 -> Latin-1 when every code point is <= 0xFF (PIL's value.encode("latin-1")).
+bool utf8_to_latin1(const std::string& s, std::string* out) {
+  out->clear();
+  for (size_t i = 0; i < s.size(); i++) {
+    unsigned char c = s[i];
+    if (c < 0x80) {
+      *out += (char)c;
+    } else if ((c == 0xC2 || c == 0xC3) && i + 1 < s.size() && ((unsigned char)s[i + 1] & 0xC0) == 0x80) {
+      *out += (char)(((c & 0x1F) << 6) | ((unsigned char)s[i + 1] & 0x3F));
+      i++;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string latin1_to_utf8(const std::string& s) {
+  std::string o;
+  for (unsigned char c : s) {
+    if (c < 0x80) {
+      o += (char)c;
+    } else {
+      o += (char)(0xC0 | (c >> 6));
+      o += (char)(0x80 | (c & 0x3F));
+    }
+  }
+  return o;
+}
+
 }  // namespace
 
-void write_png(const std::string& path, const Image& img, const TextChunks& text) {
-  if (img.channels != 1 && img.channels != 3 && img.channels != 4) fail("image", path + ": unsupported channel count");
+std::vector<uint8_t> encode_png(const Image& img, const TextChunks& text, const std::string& name) {
+  if (img.channels != 1 && img.channels != 3 && img.channels != 4)
+    fail("image", name + ": cannot write a PNG with " + std::to_string(img.channels) + " channels");
+  check_dims(img.width, img.height, name);
   if ((size_t)img.width * img.height * img.channels != img.pixels.size())
-    fail("image", path + ": pixel buffer does not match the image size");
+    fail("image", name + ": pixel buffer size does not match " + std::to_string(img.width) + "x" +
+                      std::to_string(img.height) + "x" + std::to_string(img.channels));
+  // Chunk payloads, kept alive here (outside the setjmp frame).
+  std::vector<std::string> keys(text.size()), vals(text.size());
+  std::vector<png_text> chunks(text.size());
+  for (size_t i = 0; i < text.size(); i++) {
+    const std::string& k = text[i].first;
+    if (k.empty() || k.size() > 79 || !utf8_to_latin1(k, &keys[i]) || keys[i].front() == ' ' || keys[i].back() == ' ' ||
+        keys[i].find('\0') != std::string::npos)
+      fail("image", name + ": invalid PNG text key '" + k + "' (1-79 Latin-1 characters, no leading/trailing spaces)");
+    std::memset(&chunks[i], 0, sizeof(png_text));
+    chunks[i].key = keys[i].data();
+    if (utf8_to_latin1(text[i].second, &vals[i]) && vals[i].find('\0') == std::string::npos) {
+      chunks[i].compression = PNG_TEXT_COMPRESSION_NONE;  // tEXt, Latin-1 bytes
+      chunks[i].text_length = vals[i].size();
+    } else {
+      vals[i] = text[i].second;  // iTXt, UTF-8, uncompressed, empty language and translated key
+      chunks[i].compression = PNG_ITXT_COMPRESSION_NONE;
+      chunks[i].itxt_length = vals[i].size();
+      chunks[i].lang = nullptr;
+      chunks[i].lang_key = nullptr;
+    }
+    chunks[i].text = vals[i].data();
+  }
+  std::vector<png_bytep> rows(img.height);
+  for (int y = 0; y < img.height; y++) rows[y] = (png_bytep)img.row(y);
+  std::vector<uint8_t> out;
+  size_t textbytes = 0;
+  for (auto& v : vals) textbytes += v.size() + 96;
+  out.reserve(img.pixels.size() + img.pixels.size() / 64 + (size_t)img.height * 6 + textbytes + 4096);
+  PngWriter w;
+  w.out = &out;
+  w.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &w, png_on_write_error, [](png_structp, png_const_charp) {});
+  if (!w.png) fail("image", name + ": out of memory creating the PNG writer");
+  w.info = png_create_info_struct(w.png);
+  if (!w.info) fail("image", name + ": out of memory creating the PNG writer");
+  if (!png_encode(w, img, chunks.data(), (int)chunks.size(), rows.data()))
+    fail("image", name + ": cannot encode PNG (libpng: " + std::string(w.error) + ")");
+  return out;
+}
+
+void write_png(const std::string& path, const Image& img, const TextChunks& text) {
+  std::vector<uint8_t> bytes = encode_png(img, text, path);
   namespace fs = std::filesystem;
   fs::path p(path);
+  if (p.filename().empty()) fail("image", path + ": cannot write: not a file name");
   fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
-  std::string tmp = (dir / ("." + p.filename().string() + ".tmp" + std::to_string(::getpid()))).string();
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) fail("image", path + ": cannot write: " + std::strerror(errno));
-  PngWriter w;
-  bool ok = write_png_file(f, img, text, w);
-  int err = errno;
-  if (ok && std::fflush(f) != 0) ok = false, err = errno;
-  if (std::fclose(f) != 0 && ok) ok = false, err = errno;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    fail("image", path + ": cannot write: " + (w.error.empty() || err ? std::strerror(err) : w.error));
+  // Unique temporary name in the same folder (same filesystem, so rename is atomic).
+  static std::atomic<unsigned> counter{0};
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
+    tmp = (dir / ("." + p.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
+                  std::to_string(counter.fetch_add(1))))
+              .string();
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = errno;
-    std::remove(tmp.c_str());
+  if (fd < 0) fail("image", path + ": cannot write: " + std::strerror(errno));
+  int err = 0;
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      err = n < 0 ? errno : ENOSPC;
+      break;
+    }
+    done += (size_t)n;
+  }
+  if (!err && ::fsync(fd) != 0 && errno != EINVAL && errno != EROFS) err = errno;  // delayed ENOSPC shows here
+  if (::close(fd) != 0 && !err && errno != EINTR) err = errno;
+  if (!err && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err) {
+    ::unlink(tmp.c_str());
     fail("image", path + ": cannot write: " + std::strerror(err));
   }
 }
 
-TextChunks read_png_text(const std::string& path) {
-  std::vector<uint8_t> bytes = read_file(path);
+// ---------------------------------------------------------------------------------------- PNG text
+namespace {
+
+bool inflate_text(const char* d, size_t n, std::string* out) {
+  z_stream zs;
+  std::memset(&zs, 0, sizeof zs);
+  if (inflateInit(&zs) != Z_OK) return false;
+  zs.next_in = (Bytef*)d;
+  zs.avail_in = (uInt)n;
+  char buf[16384];
+  int rc = Z_OK;
+  out->clear();
+  while (rc == Z_OK) {
+    zs.next_out = (Bytef*)buf;
+    zs.avail_out = sizeof buf;
+    rc = inflate(&zs, Z_NO_FLUSH);
+    out->append(buf, sizeof buf - zs.avail_out);
+    if (out->size() > (64u << 20)) rc = Z_MEM_ERROR;  // a decompression bomb
+    if (rc == Z_BUF_ERROR && zs.avail_in == 0) break;
+  }
+  inflateEnd(&zs);
+  return rc == Z_STREAM_END;
+}
+
+}  // namespace
+
+TextChunks png_text_from_memory(const uint8_t* data, size_t size, const std::string& name) {
+  static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
+  if (size < 8 || std::memcmp(data, png_sig, 8) != 0) fail("image", name + ": not a PNG image");
   TextChunks out;
-  // Walk the chunks directly (tEXt/iTXt uncompressed); bounds-checked.
   size_t pos = 8;
-  if (bytes.size() < 8 || std::memcmp(bytes.data() + 1, "PNG", 3) != 0) fail("image", path + ": not a PNG image");
-  while (pos + 12 <= bytes.size()) {
-    uint32_t len = (uint32_t)bytes[pos] << 24 | bytes[pos + 1] << 16 | bytes[pos + 2] << 8 | bytes[pos + 3];
-    std::string type((const char*)&bytes[pos + 4], 4);
-    if (len > bytes.size() - pos - 12) break;
-    const char* d = (const char*)&bytes[pos + 8];
-    if (type == "tEXt" || type == "iTXt") {
-      std::string body(d, len);
-      size_t z = body.find('\0');
-      if (z != std::string::npos) {
-        std::string key = body.substr(0, z), val;
-        if (type == "tEXt") {
-          val = body.substr(z + 1);
-        } else if (z + 2 < body.size() && body[z + 1] == 0) {  // uncompressed iTXt
-          size_t lang = body.find('\0', z + 3);
-          size_t tkey = lang == std::string::npos ? lang : body.find('\0', lang + 1);
-          if (tkey != std::string::npos) val = body.substr(tkey + 1);
-        }
-        out.emplace_back(key, val);
+  while (pos + 12 <= size) {
+    uint32_t len = (uint32_t)data[pos] << 24 | (uint32_t)data[pos + 1] << 16 | (uint32_t)data[pos + 2] << 8 | data[pos + 3];
+    std::string type((const char*)data + pos + 4, 4);
+    if (len > size - pos - 12) fail("image", name + ": corrupt PNG data (chunk '" + type + "' extends past end of file)");
+    std::string body((const char*)data + pos + 8, len);
+    size_t z = body.find('\0');
+    if ((type == "tEXt" || type == "zTXt" || type == "iTXt") && z != std::string::npos && z > 0) {
+      std::string key = latin1_to_utf8(body.substr(0, z)), val;
+      bool ok = true;
+      if (type == "tEXt") {
+        val = latin1_to_utf8(body.substr(z + 1));
+      } else if (type == "zTXt") {
+        ok = z + 2 <= body.size() && inflate_text(body.data() + z + 2, body.size() - z - 2, &val);
+        val = latin1_to_utf8(val);
+      } else if (z + 3 <= body.size()) {  // iTXt: flag, method, language\0, translated key\0, text
+        bool compressed = body[z + 1] != 0;
+        size_t lang = body.find('\0', z + 3);
+        size_t tkey = lang == std::string::npos ? lang : body.find('\0', lang + 1);
+        if (tkey == std::string::npos) ok = false;
+        else if (compressed) ok = inflate_text(body.data() + tkey + 1, body.size() - tkey - 1, &val);
+        else val = body.substr(tkey + 1);
+      } else {
+        ok = false;
       }
+      if (!ok) fail("image", name + ": corrupt PNG data (bad " + type + " chunk '" + key + "')");
+      out.emplace_back(std::move(key), std::move(val));
     }
     if (type == "IEND") break;
-    pos += 12 + len;
+    pos += 12 + (size_t)len;
   }
   return out;
 }
 
-Tensor image_to_tensor(const Image& img0) {
-  Image img = convert_channels(img0, 3);
+TextChunks read_png_text(const std::string& path) {
+  std::vector<uint8_t> bytes = read_all(path);
+  return png_text_from_memory(bytes.data(), bytes.size(), path);
+}
+
+// ------------------------------------------------------------------------------------------ tensor
+namespace {
+
+Tensor to_tensor(const Image& img0, bool signed_range) {
+  Image img = convert_image(img0, 3);
   int64_t H = img.height, W = img.width;
-  Tensor t = Tensor::empty({1, 3, H, W});
+  Tensor t = Tensor::empty({1, 3, H, W});  // [1, 3, H, W]
   float* p = t.f32();
   for (int64_t c = 0; c < 3; c++)
-    for (int64_t i = 0; i < H * W; i++) p[c * H * W + i] = img.pixels[i * 3 + c] / 255.0f * 2.0f - 1.0f;
+    for (int64_t i = 0; i < H * W; i++) {
+      float x = (float)img.pixels[i * 3 + c] / 255.0f;  // numpy: uint8 -> float32, / 255.0 in float32
+      p[c * H * W + i] = signed_range ? 2.0f * x - 1.0f : x;
+    }
   return t;
 }
 
-Image tensor01_to_image(const Tensor& t) {
-  if (t.dim() != 4 || t.size(0) != 1 || t.size(1) != 3) fail("image", "expected a [1, 3, H, W] tensor, got " + t.str());
+Image from_tensor(const Tensor& t0, int64_t index, bool signed_range) {
+  if (t0.dim() != 4 || t0.size(1) != 3 || index < 0 || index >= t0.size(0))
+    fail("image", "expected a [B, 3, H, W] tensor with image " + std::to_string(index) + ", got " + t0.str());
+  Tensor t = t0.dtype() == DType::F32 ? t0 : t0.to(DType::F32);
   Image img;
   img.height = (int)t.size(2);
   img.width = (int)t.size(3);
   img.channels = 3;
+  check_dims(img.width, img.height, "tensor");
   int64_t HW = (int64_t)img.width * img.height;
   img.pixels.resize(HW * 3);
-  const float* p = t.f32();
+  const float* p = t.f32() + index * 3 * HW;
   for (int64_t c = 0; c < 3; c++)
     for (int64_t i = 0; i < HW; i++) {
-      float v = std::clamp(p[c * HW + i], 0.0f, 1.0f) * 255.0f;
-      img.pixels[i * 3 + c] = (uint8_t)std::nearbyint(v);  // numpy round: half to even
+      float v = p[c * HW + i];
+      if (signed_range) v = v / 2.0f + 0.5f;  // torch float32: (image / 2 + 0.5)
+      if (std::isnan(v)) v = 0.0f;
+      v = std::clamp(v, 0.0f, 1.0f) * 255.0f;                   // numpy float32 multiply
+      img.pixels[i * 3 + c] = (uint8_t)std::nearbyint(v);       // np.round: half to even
     }
   return img;
 }
 
-Image resize_image(const Image& src, int width, int height) {
-  check_dims(width, height, "resize");
-  Image out;
-  out.width = width;
-  out.height = height;
-  out.channels = src.channels;
-  out.pixels.resize((size_t)width * height * src.channels);
-  // Separable triangle filter with support scaled by the shrink factor (PIL's BILINEAR).
-  auto weights = [](int in, int outn, std::vector<int>& lo, std::vector<std::vector<float>>& w) {
-    double scale = (double)in / outn, support = std::max(1.0, scale);
-    lo.resize(outn);
-    w.resize(outn);
-    for (int o = 0; o < outn; o++) {
-      double center = (o + 0.5) * scale;
-      int a = std::max(0, (int)std::floor(center - support)), b = std::min(in, (int)std::ceil(center + support));
-      lo[o] = a;
-      double sum = 0;
-      w[o].clear();
-      for (int i = a; i < b; i++) {
-        double x = std::max(0.0, 1.0 - std::fabs((i + 0.5 - center) / support));
-        w[o].push_back((float)x);
-        sum += x;
-      }
-      for (auto& x : w[o]) x = sum > 0 ? (float)(x / sum) : 0.f;
-    }
-  };
-  std::vector<int> xlo, ylo;
-  std::vector<std::vector<float>> xw, yw;
-  weights(src.width, width, xlo, xw);
-  weights(src.height, height, ylo, yw);
-  int C = src.channels;
-  std::vector<float> tmp((size_t)src.height * width * C);
-  for (int y = 0; y < src.height; y++)
-    for (int x = 0; x < width; x++)
-      for (int c = 0; c < C; c++) {
-        float acc = 0;
-        for (size_t k = 0; k < xw[x].size(); k++) acc += xw[x][k] * src.pixels[((size_t)y * src.width + xlo[x] + k) * C + c];
-        tmp[((size_t)y * width + x) * C + c] = acc;
-      }
-  for (int y = 0; y < height; y++)
-    for (int x = 0; x < width; x++)
-      for (int c = 0; c < C; c++) {
-        float acc = 0;
-        for (size_t k = 0; k < yw[y].size(); k++) acc += yw[y][k] * tmp[((size_t)(ylo[y] + k) * width + x) * C + c];
-        out.pixels[((size_t)y * width + x) * C + c] = (uint8_t)std::clamp(std::lround(acc), 0l, 255l);
-      }
-  return out;
-}
+}  // namespace
+
+Tensor image_to_tensor(const Image& img) { return to_tensor(img, true); }
+Tensor image_to_tensor01(const Image& img) { return to_tensor(img, false); }
+Image tensor01_to_image(const Tensor& t, int64_t index) { return from_tensor(t, index, false); }
+Image tensor_to_image(const Tensor& t, int64_t index) { return from_tensor(t, index, true); }
 
 }  // namespace easel
