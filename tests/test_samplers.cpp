@@ -180,6 +180,10 @@ TEST(Schedulers, A1111Names) {
   EXPECT_EQ(schedule, "normal");
   parse_a1111_sampler("DPM++ 2M", "Karras", &sampler, &schedule);
   EXPECT_EQ(schedule, "karras");
+  parse_a1111_sampler("DPM++ 2M", "Automatic", &sampler, &schedule);
+  EXPECT_EQ(schedule, "karras");
+  parse_a1111_sampler("DPM++ 2M", "", &sampler, &schedule);
+  EXPECT_EQ(schedule, "normal");
   parse_a1111_sampler("plms", "", &sampler, &schedule);
   EXPECT_EQ(sampler, "pndm");
   EXPECT_THROW(parse_a1111_sampler("DPM++ SDE", "", &sampler, &schedule), Error);

@@ -250,6 +250,8 @@ void parse_a1111_sampler(const std::string& name_in, const std::string& schedule
   for (const auto& [ours, theirs] : kA1111Names)
     if (name == lower(theirs) || name == ours) {
       *sampler = ours;
+      // A1111 >= 1.9: "Automatic" is the sampler's own default, Karras for DPM++ 2M.
+      if (st == "automatic" && std::string(ours) == "k_dpmpp_2m") sched = "karras";
       *schedule = sched;
       return;
     }

@@ -81,7 +81,9 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std:
 
 // A1111 sampler names <-> (sampler, schedule): "Euler a" -> (k_euler_a, normal), "DPM++ 2M Karras" ->
 // (k_dpmpp_2m, karras), "Euler" -> k_euler (A1111 runs these through k-diffusion); "Heun", "LMS",
-// "DPM++ 2M SDE", "DDIM", "PLMS" -> the diffusers ports. Our own names are accepted too. `schedule_type` is A1111's separate "Schedule type"
+// "DPM++ 2M SDE", "DDIM", "PLMS" -> the diffusers ports. Our own names are accepted too.
+// schedule_type "Automatic" means the sampler's A1111 default (Karras for DPM++ 2M); "" keeps the
+// pre-1.9 meaning where the name alone decides ("DPM++ 2M" = normal). `schedule_type` is A1111's separate "Schedule type"
 // ("Karras", "Automatic"/"" = from the name). Case-insensitive; throws for samplers not provided.
 void parse_a1111_sampler(const std::string& name, const std::string& schedule_type, std::string* sampler,
                          std::string* schedule);
