@@ -128,7 +128,8 @@ TEST(Ops, Bmm) {
 TEST(Ops, Attention) {
   struct A { int64_t b, lq, lk, heads, d; bool causal; };
   for (A a : {A{2, 67, 67, 3, 5, false}, A{2, 77, 77, 2, 8, true}, A{1, 300, 13, 4, 10, false},
-              A{2, 300, 1100, 2, 40, false}, A{1, 129, 129, 1, 16, true}}) {
+              A{2, 300, 1100, 2, 40, false}, A{1, 129, 129, 1, 16, true},
+              A{2, 100, 77, 2, 64, false}, A{1, 70, 70, 1, 130, false}, A{1, 50, 64, 1, 512, false}}) {
     // Scores of O(1) magnitude (|q.k|/sqrt(D) up to a few) so softmax is far from uniform.
     float s = 2.0f;
     Tensor q = randt({a.b, a.lq, a.heads * a.d}, 12, -s, s), k = randt({a.b, a.lk, a.heads * a.d}, 13, -s, s);

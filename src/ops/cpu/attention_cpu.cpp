@@ -3,8 +3,10 @@
 // For each (batch, head, block of bm queries): S = Q_blk K^T (GEMM), row softmax in f32
 // (exp without division), O_blk = E V (GEMM), O_blk /= row sums. Peak extra memory is one
 // [bm, Lk] f32 score block (+ bf16 copy) per thread; [B, H, Lq, Lk] is never built.
-// GEMMs are oneDNN matmul primitives on strided views of q/k/v (no head transposes), run
+// F32 (with AVX-512): GEMMs on a register-tiled micro-kernel over packed K^T/V panels.
+// BF16 mode (or no AVX-512): oneDNN matmul primitives on strided views of q/k/v, run
 // single-threaded inside the OpenMP loop over blocks; bf16 operands in BF16 mode.
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -67,6 +69,131 @@ void run(const Gemm& g, const void* a, const void* b, float* c, std::vector<char
   strm().wait();
 }
 
+
+#ifdef __AVX512F__
+// ---- f32 AVX-512 path: register-tiled micro-kernel on packed K^T / V panels ----
+// C[r, 0:16*NV] (ldc) = sum_k A[r, k] (lda) * B[k, 0:16*NV] (ldb), r < rows <= R.
+// The last 16-lane vector is stored through `mask` (partial head dims).
+template <int R, int NV>
+inline void micro(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                  __mmask16 mask) {
+  __m512 acc[R][NV];
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k++) {
+    __m512 b[NV];
+    for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_ps(B + k * ldb + 16 * v);
+    for (int r = 0; r < R; r++) {
+      __m512 a = _mm512_set1_ps(A[r * lda + k]);
+      for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    for (int v = 0; v < NV - 1; v++) _mm512_storeu_ps(C + r * ldc + 16 * v, acc[r][v]);
+    _mm512_mask_storeu_ps(C + r * ldc + 16 * (NV - 1), mask, acc[r][NV - 1]);
+  }
+}
+
+template <int R, int NV>
+void micro_rows(int rows, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                __mmask16 mask) {
+  if constexpr (R > 0) {
+    if (rows == R) return micro<R, NV>(K, A, lda, B, ldb, C, ldc, mask);
+    return micro_rows<R - 1, NV>(rows, K, A, lda, B, ldb, C, ldc, mask);
+  }
+}
+
+// C[m, 0:n] (ldc) = A[m, K] (lda) * B[K, n], B packed with row stride ldb >= roundup(n, 16)
+// and zero padding past n (those lanes are computed but not stored).
+void gemm_f32(int64_t m, int64_t n, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+              int64_t ldc) {
+  for (int64_t c0 = 0; c0 < n; c0 += 64) {
+    int64_t nc = std::min<int64_t>(64, n - c0), nv = (nc + 15) / 16;
+    __mmask16 mask = (nc % 16) ? (__mmask16)((1u << (nc % 16)) - 1) : (__mmask16)0xffff;
+    int64_t R = nv == 4 ? 6 : 8;  // 24 accumulators + operands fit the 32 zmm registers
+    for (int64_t r0 = 0; r0 < m; r0 += R) {
+      int rows = (int)std::min<int64_t>(R, m - r0);
+      const float* a = A + r0 * lda;
+      float* c = C + r0 * ldc + c0;
+      switch (nv) {
+        case 4: micro_rows<6, 4>(rows, K, a, lda, B + c0, ldb, c, ldc, mask); break;
+        case 3: micro_rows<8, 3>(rows, K, a, lda, B + c0, ldb, c, ldc, mask); break;
+        case 2: micro_rows<8, 2>(rows, K, a, lda, B + c0, ldb, c, ldc, mask); break;
+        default: micro_rows<8, 1>(rows, K, a, lda, B + c0, ldb, c, ldc, mask); break;
+      }
+    }
+  }
+}
+#endif
+
+#ifdef __AVX512F__
+// F32 path: K^T packed per (batch, head) into 64-column panels [Lk/64][D][64] and V into
+// [Lk][roundup(D, 16)] (zero padded), so both GEMMs run on the register-tiled micro-kernel.
+void attention_f32(const float* q, const float* k, const float* v, float* o, int64_t B, int64_t heads, int64_t Lq,
+                   int64_t Lk, int64_t D, bool causal) {
+  const int64_t HD = heads * D, Lkp = (Lk + 63) / 64 * 64, Dp = (D + 15) / 16 * 16;
+  const float sc = 1.0f / std::sqrt((float)D);
+  std::vector<float> kp(B * heads * Lkp * D), vp(B * heads * Lk * Dp);
+#pragma omp parallel for collapse(2)
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < heads; h++) {
+      float* kd = kp.data() + (b * heads + h) * Lkp * D;
+      float* vd = vp.data() + (b * heads + h) * Lk * Dp;
+      for (int64_t j0 = 0; j0 < Lkp; j0 += 64)
+        for (int64_t c = 0; c < 64; c++) {
+          const float* kr = k + (b * Lk + j0 + c) * HD + h * D;
+          float* kc = kd + j0 * D + c;
+          for (int64_t d = 0; d < D; d++) kc[d * 64] = j0 + c < Lk ? kr[d] : 0.f;
+        }
+      for (int64_t j = 0; j < Lk; j++)
+        for (int64_t d = 0; d < Dp; d++) vd[j * Dp + d] = d < D ? v[(b * Lk + j) * HD + h * D + d] : 0.f;
+    }
+  // Query block: ~256K score floats (1 MiB, L2-resident) per thread, a multiple of 24 rows.
+  int64_t bm = std::clamp<int64_t>((256 * 1024) / Lkp, 8, 192);
+  if (bm >= 24) bm = bm / 24 * 24;
+  bm = std::min(bm, Lq);
+  int64_t nqb = (Lq + bm - 1) / bm, ntask = B * heads * nqb;
+#pragma omp parallel
+  {
+    std::vector<float> s(bm * Lkp), rs(bm);
+#pragma omp for schedule(dynamic)
+    for (int64_t t = 0; t < ntask; t++) {
+      int64_t b = t / (heads * nqb), h = t / nqb % heads, q0 = t % nqb * bm;
+      int64_t m = std::min(bm, Lq - q0);
+      const float* qa = q + (b * Lq + q0) * HD + h * D;
+      const float* kd = kp.data() + (b * heads + h) * Lkp * D;
+      const float* vd = vp.data() + (b * heads + h) * Lk * Dp;
+      float* out = o + (b * Lq + q0) * HD + h * D;
+      for (int64_t j0 = 0; j0 < Lk; j0 += 64)
+        gemm_f32(m, std::min<int64_t>(64, Lk - j0), D, qa, HD, kd + j0 * D, 64, s.data() + j0, Lkp);
+      for (int64_t i = 0; i < m; i++) {
+        float* row = s.data() + i * Lkp;
+        int64_t lim = causal ? std::min(Lk, q0 + i + 1) : Lk;
+        __m512 vmx = _mm512_set1_ps(-INFINITY);
+        int64_t j = 0;
+        for (; j + 16 <= lim; j += 16) vmx = _mm512_max_ps(vmx, _mm512_loadu_ps(row + j));
+        float mx = _mm512_reduce_max_ps(vmx);
+        for (; j < lim; j++) mx = std::max(mx, row[j]);
+        mx *= sc;
+        float sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t jj = 0; jj < lim; jj++) {
+          float ev = cpu::exp_f(row[jj] * sc - mx);
+          row[jj] = ev;
+          sum += ev;
+        }
+        for (int64_t jj = lim; jj < Lk; jj++) row[jj] = 0.f;
+        rs[i] = 1.f / sum;
+      }
+      gemm_f32(m, D, Lk, s.data(), Lkp, vd, Dp, out, HD);
+      for (int64_t i = 0; i < m; i++)
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) out[i * HD + d] *= rs[i];
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
@@ -81,8 +208,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, b
     fail("attention", "q " + q.str() + ", k " + k.str() + ", v " + v.str() + " do not match");
   Tensor o = Tensor::empty({B, Lq, HD});
   if (o.numel() == 0 || Lk == 0) return o;
-  const float sc = 1.0f / std::sqrt((float)D);
   bool bf = compute_dtype() == DType::BF16;
+#ifdef __AVX512F__
+  if (!bf) {
+    attention_f32(q.f32(), k.f32(), v.f32(), o.f32(), B, heads, Lq, Lk, D, causal);
+    return o;
+  }
+#endif
+  const float sc = 1.0f / std::sqrt((float)D);
   dt cdt = bf ? dt::bf16 : dt::f32;
   size_t esz = bf ? 2 : 4;
 
@@ -133,7 +266,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, b
         int64_t lim = causal ? std::min(Lk, q0 + i + 1) : Lk;
         float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-        for (int64_t j = 0; j < lim; j++) mx = std::max(mx, row[j]);
+        for (int64_t j = 0; j < lim; j++) mx = row[j] > mx ? row[j] : mx;
         mx *= sc;
         float sum = 0;
 #pragma omp simd reduction(+ : sum)
