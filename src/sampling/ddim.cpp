@@ -1,7 +1,11 @@
 // DDIM sampler, eta = 0 (Song et al. 2020, https://arxiv.org/abs/2010.02502), reproducing
 // diffusers' DDIMScheduler:
 // https://github.com/huggingface/diffusers/blob/main/src/diffusers/schedulers/scheduling_ddim.py
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 #include <algorithm>
 #include <cmath>
 

@@ -2,7 +2,11 @@
 // DPMSolverMultistepScheduler with algorithm_type dpmsolver++ (or sde-dpmsolver++ for "2M SDE"),
 // solver_order 2, solver_type midpoint:
 // https://github.com/huggingface/diffusers/blob/main/src/diffusers/schedulers/scheduling_dpmsolver_multistep.py
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 #include <algorithm>
 #include <cmath>
 

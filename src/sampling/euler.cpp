@@ -3,7 +3,11 @@
 // HeunDiscreteScheduler / LMSDiscreteScheduler (they share the sigma table):
 // https://github.com/huggingface/diffusers/blob/main/src/diffusers/schedulers/scheduling_euler_discrete.py
 // Euler-ancestral with karras sigmas (not offered by diffusers) uses EulerDiscrete's karras table.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 #include <algorithm>
 #include <cmath>
 

@@ -7,7 +7,11 @@
 // https://github.com/crowsonkb/k-diffusion/blob/master/k_diffusion/{sampling,external}.py
 // Arithmetic follows k-diffusion's torch float32 ops; the LDM schedule is built in float64 like
 // ldm/models/diffusion/ddpm.py register_schedule.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 #include <algorithm>
 #include <cmath>
 

@@ -2,7 +2,11 @@
 // diffusers' PNDMScheduler -- the scheduler SD1.x checkpoints ship with:
 // https://github.com/huggingface/diffusers/blob/main/src/diffusers/schedulers/scheduling_pndm.py
 // N inference steps run N + 1 model evaluations (the second timestep repeats: a Heun-like warm-up).
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 #include <algorithm>
 #include <cmath>
 

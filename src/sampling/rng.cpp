@@ -4,7 +4,11 @@
 //
 // Bit-exactness depends on the rounding of every step, so floating-point contraction into FMA
 // (GCC's default in gnu++ mode with -march=native) is turned off for this file.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 #include "sampling/rng.h"
 
 #include <algorithm>

@@ -3,7 +3,11 @@
 // numpy linspace/arange/interp (numpy/_core/function_base.py, multiarray/compiled_base.c),
 // torch linspace/cumprod CPU kernels (RangeFactoriesKernel.cpp, ReduceOpsKernel.cpp).
 // Rounding order matters for exactness, so no implicit FMA contraction in this file.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#else
 #pragma GCC optimize("fp-contract=off")
+#endif
 #include "sampling/schedulers.h"
 
 #include <algorithm>
