@@ -11,6 +11,7 @@
 //              log-sigma "normal" spacing, fractional UNet timesteps, x0 = x * sigmas[0])
 // schedule "normal" or "karras" (use_karras_sigmas; not for ddim/pndm).
 // https://github.com/huggingface/diffusers/tree/main/src/diffusers/schedulers
+// Parity is tested on model-free loops against diffusers / k-diffusion (tests/test_samplers.cpp).
 //
 // The pipeline loop is the diffusers loop, with step indices instead of timestep look-ups:
 //   s->set_timesteps(steps);
@@ -41,13 +42,15 @@ class Scheduler {
   virtual ~Scheduler();
   // Builds the timestep/sigma tables and resets the multistep state.
   virtual void set_timesteps(int num_inference_steps) = 0;
-  // Timesteps fed to the UNet, one per step (integers stored as float for ddim/dpm++).
+  // Timesteps fed to the UNet, one per model evaluation (integers stored as float for
+  // ddim/dpm++/pndm; fractional for euler/heun/lms/k_*).
   const std::vector<float>& timesteps() const { return timesteps_; }
-  // sigmas[i] for each step plus the final one (empty for ddim).
+  // sigmas[i] for each step plus the final one (empty for ddim/pndm).
   const std::vector<float>& sigmas() const { return sigmas_; }
   // Scale of the initial noise (txt2img latents = noise * init_noise_sigma()).
   virtual float init_noise_sigma() const { return 1.0f; }
-  // Model input at step i (Euler: x / sqrt(sigma^2 + 1); identity for ddim/dpm++).
+  // Model input at step i (x / sqrt(sigma^2 + 1) for sigma-based samplers; identity for
+  // ddim/dpm++/pndm).
   virtual Tensor scale_model_input(const Tensor& x, size_t step_index) const;
   // One sampler step from model_output at step i; returns the previous (less noisy) sample.
   // Ancestral samplers draw their noise from rng (one randn of x's shape per step).
@@ -82,9 +85,9 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std:
 // A1111 sampler names <-> (sampler, schedule): "Euler a" -> (k_euler_a, normal), "DPM++ 2M Karras" ->
 // (k_dpmpp_2m, karras), "Euler" -> k_euler (A1111 runs these through k-diffusion); "Heun", "LMS",
 // "DPM++ 2M SDE", "DDIM", "PLMS" -> the diffusers ports. Our own names are accepted too.
-// schedule_type "Automatic" means the sampler's A1111 default (Karras for DPM++ 2M); "" keeps the
-// pre-1.9 meaning where the name alone decides ("DPM++ 2M" = normal). `schedule_type` is A1111's separate "Schedule type"
-// ("Karras", "Automatic"/"" = from the name). Case-insensitive; throws for samplers not provided.
+// schedule_type is A1111's separate "Schedule type": "Karras"; "Automatic" = the sampler's A1111
+// default (Karras for DPM++ 2M); "" = pre-1.9 meaning, the name alone decides ("DPM++ 2M" = normal).
+// Case-insensitive; throws for samplers not provided.
 void parse_a1111_sampler(const std::string& name, const std::string& schedule_type, std::string* sampler,
                          std::string* schedule);
 // "Euler a", "DPM++ 2M Karras", ... (the infotext "Sampler:" value; karras folded into the name).
