@@ -220,6 +220,9 @@ std::vector<std::pair<size_t, size_t>> pre_tokenize(const std::u32string& s) {
   return pieces;
 }
 
+// GPT-2 bytes_to_unicode: these bytes map to themselves, the others to U+0100 + n (in order).
+bool printable_byte(int b) { return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF); }
+
 std::string read_gz(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f) fail("tokenizer", path + ": cannot open");
@@ -254,12 +257,10 @@ bool split_merge(const std::string& line, std::pair<std::string, std::string>& m
 // ---------------------------------------------------------------- Tokenizer
 
 void Tokenizer::build(const std::vector<std::pair<std::string, std::string>>& merges) {
-  // GPT-2 bytes_to_unicode: printable bytes map to themselves, the rest to U+0100 + n.
   int n = 0;
   for (int b = 0; b < 256; b++) {
-    bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
     byte_sym_[b].clear();
-    append_utf8(byte_sym_[b], printable ? (char32_t)b : (char32_t)(256 + n++));
+    append_utf8(byte_sym_[b], printable_byte(b) ? (char32_t)b : (char32_t)(256 + n++));
   }
   ranks_.clear();
   ranks_.reserve(merges.size() * 2);
@@ -295,16 +296,11 @@ Tokenizer Tokenizer::from_bpe_gz(const std::string& path_) {
   Tokenizer t;
   t.build(merges);
   // Vocab: 256 byte symbols, the same with </w>, one per merge, then the two specials.
-  // bytes_to_unicode order is the printable bytes first, then the others.
+  // bytes_to_unicode order: the printable bytes first, then the others.
   std::vector<std::string> order;
-  for (int b = 0; b < 256; b++) {
-    bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    if (printable) order.push_back(t.byte_sym_[b]);
-  }
-  for (int b = 0; b < 256; b++) {
-    bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    if (!printable) order.push_back(t.byte_sym_[b]);
-  }
+  for (int pass = 0; pass < 2; pass++)
+    for (int b = 0; b < 256; b++)
+      if (printable_byte(b) == (pass == 0)) order.push_back(t.byte_sym_[b]);
   t.id_to_token_ = order;
   for (auto& s : order) t.id_to_token_.push_back(s + "</w>");
   for (auto& m : merges) t.id_to_token_.push_back(m.first + m.second);
