@@ -9,6 +9,10 @@
 // ("Original": z *= weight per token, then z *= mean(z_before) / mean(z_after), per chunk); chunks
 // concatenated along the sequence: [1, 77*k, C].
 // For a prompt without emphasis and <= 75 tokens this equals diffusers' encode (encode_diffusers).
+// A1111 differences left to the caller: it ignores "Clip skip" for SD2 (OpenCLIP) models, so pass
+// clip_skip 1 there to match it; prompt editing "[a:b:0.5]" and "AND" are handled before this
+// (prompt_schedule / split_and in models/prompt.h); its SD2 tokenizer (open_clip's) also
+// html-unescapes and runs ftfy, which we do not.
 #pragma once
 #include <string>
 
