@@ -1,6 +1,9 @@
 // Standalone fuzz driver: replays a seed corpus through LLVMFuzzerTestOneInput, then feeds it
 // seeded random mutations of the corpus until the time budget ends. No clang needed; with clang
 // build the targets with -fsanitize=fuzzer -DEASEL_LIBFUZZER instead (libFuzzer brings its own main).
+// Coverage-guided alternative (clang): compile the io sources with
+//   clang++ -fsanitize=fuzzer-no-link,address,undefined, the target with -DEASEL_LIBFUZZER, link
+//   with -fsanitize=fuzzer,address,undefined, and run: fuzz_X -max_total_time=60 CORPUS_COPY/
 // Usage (libFuzzer-like flags; unknown flags are ignored):
 //   fuzz_X [-seconds=N] [-runs=N] [-seed=N] [-max_len=N] [-timeout=N] CORPUS_DIR_OR_FILE...
 // Any crash, sanitizer report, uncaught exception or input slower than -timeout seconds stops
@@ -95,7 +98,7 @@ class Mutator {
 
   Bytes mutate(const std::vector<Bytes>& corpus) {
     Bytes b = corpus[pick(corpus.size())];
-    int n = 1 + (int)pick(4);
+    int n = pick(2) ? 1 : 2 + (int)pick(4);  // mostly one edit: most inputs stay near-valid
     for (int k = 0; k < n; ++k) step(b, corpus);
     if (b.size() > max_len_) b.resize(max_len_);
     return b;
@@ -116,7 +119,7 @@ class Mutator {
   }
 
   void step(Bytes& b, const std::vector<Bytes>& corpus) {
-    switch (pick(11)) {
+    switch (pick(12)) {
       case 0:  // flip a bit
         if (!b.empty()) b[pick(b.size())] ^= (uint8_t)(1u << pick(8));
         break;
@@ -191,6 +194,15 @@ class Mutator {
         b.insert(b.begin() + (ptrdiff_t)to, o.begin() + (ptrdiff_t)at, o.begin() + (ptrdiff_t)(at + n));
         break;
       }
+      case 10: {  // insert or overwrite with a pickle opcode (torch checkpoints' data.pkl)
+        static const uint8_t ops[] = {'(', ')', ']', '}', 't', 'l', 'd', 'a', 'e', 's', 'u', 'R', 'b', 'Q', 'q',
+                                      'h', 'j', 'r', 'K', 'M', 'J', 'N', '.', '0', '1', '2', 'X', 'C', 'c',
+                                      0x80, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8c, 0x93, 0x94, 0x95, 0x81};
+        uint8_t op = ops[pick(sizeof ops)];
+        if (!b.empty() && pick(2)) b[pick(b.size())] = op;
+        else b.insert(b.begin() + (ptrdiff_t)pick(b.size() + 1), op);
+        break;
+      }
       default: {  // swap two bytes
         if (b.size() < 2) break;
         std::swap(b[pick(b.size())], b[pick(b.size())]);
@@ -247,9 +259,15 @@ int main(int argc, char** argv) {
   }
 
   std::snprintf(g_crash_path, sizeof g_crash_path, "crash-input");
-  for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGALRM}) signal(s, on_signal);
+  // Under a sanitizer its own SEGV handler prints the report, and its death callback saves the
+  // input; without one, our handlers save it.
+  if (__sanitizer_set_death_callback) {
+    __sanitizer_set_death_callback(save_current);
+    for (int s : {SIGABRT, SIGALRM}) signal(s, on_signal);
+  } else {
+    for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGALRM}) signal(s, on_signal);
+  }
   std::set_terminate(on_terminate);
-  if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(save_current);
 
   auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };

@@ -2,8 +2,20 @@
 // easel::Error; any other exception, crash or sanitizer report is a finding.
 // Seeds: fuzz/corpus/fuzz_safetensors (fuzz/corpus/gen_corpus.py).
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 
 #include "io/safetensors.h"
+
+namespace {
+// EASEL_FUZZ_STATS=1 prints how many inputs parsed vs were rejected (is the fuzzer getting deep?).
+struct Stats {
+  unsigned long ok = 0, rejected = 0;
+  ~Stats() {
+    if (std::getenv("EASEL_FUZZ_STATS")) std::fprintf(stderr, "safetensors: %lu parsed, %lu rejected\n", ok, rejected);
+  }
+} stats;
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
@@ -15,7 +27,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (size_t i = 0; i < t.nbytes(); ++i) sum = sum + p[i];
       if (t.dtype() == easel::DType::F16 || t.dtype() == easel::DType::BF16) (void)t.to(easel::DType::F32);
     }
+    ++stats.ok;
   } catch (const easel::Error&) {
+    ++stats.rejected;
   }
   return 0;
 }

@@ -95,4 +95,25 @@ buf = io.BytesIO()
 torch.save({"a": torch.randn(2)}, buf, _use_new_zipfile_serialization=False)
 write(P, "legacy.pt", buf.getvalue())
 write(P, "tiny.ckpt", zip_bytes({"a": torch.randn(2), "b": torch.arange(3).half()}, 2))
+
+
+# Regression: a strided view whose extent (size-1)*stride wraps 64 bits, so a naive bounds check
+# passes and the gather reads far past the storage (found in review, fixed in pickle.cpp).
+def binunicode(x):
+    b = x.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+def long1(v):
+    b = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(b)]) + b
+
+
+def one_tensor_pickle(size, stride, numel):
+    return (b"\x80\x02}(" + binunicode("w") + b"ctorch._utils\n_rebuild_tensor_v2\n((" + binunicode("storage")
+            + b"ctorch\nFloatStorage\n" + binunicode("0") + binunicode("cpu") + long1(numel) + b"tQK\x00"
+            + long1(size) + b"\x85" + long1(stride) + b"\x85\x89Nt" + b"Ru.")
+
+
+write(P, "regress_stride_wrap.pkl", one_tensor_pickle(2**24 + 1, 2**40, 2**18))
 print("corpus written under", HERE)
