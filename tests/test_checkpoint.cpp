@@ -48,8 +48,18 @@ void write_safetensors(const std::string& path, const std::map<std::string, Tens
   for (auto& [k, t] : tensors) f.write((const char*)t.raw(), t.nbytes());
 }
 
+fs::path temp_root() { return fs::temp_directory_path() / ("easel_test_checkpoint_" + std::to_string(::getpid())); }
+
+// Removes this process's temporary folders at exit.
+struct TempCleanup {
+  ~TempCleanup() {
+    std::error_code ec;
+    fs::remove_all(temp_root(), ec);
+  }
+} temp_cleanup;
+
 std::string temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("easel_test_checkpoint_" + std::to_string(::getpid())) / name;
+  fs::path d = temp_root() / name;
   fs::remove_all(d);
   fs::create_directories(d);
   return d.string();
