@@ -101,7 +101,7 @@ TEST(ImagePng, OverwritesAtomically) {
 TEST(ImageDecode, MatchesPil) {
   const char* pngs[] = {"src_rgb.png",     "src_rgba.png",        "src_gray.png",  "src_la.png",      "src_1x1.png",
                         "src_palette.png", "src_palette_trns.png", "src_bw1.png",  "src_gray4.png",   "src_rgb16.png",
-                        "src_rgba16.png"};
+                        "src_rgba16.png",  "src_interlaced.png"};
   for (const char* f : pngs) {
     SCOPED_TRACE(f);
     EXPECT_EQ(max_diff(read_image(img(f), 3), read_image(img(std::string("expected/") + f + ".rgb.png"), 3)), 0);

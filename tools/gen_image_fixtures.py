@@ -46,6 +46,18 @@ def png_chunk(tag, data):
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
 
+def adam7_png(rgb):
+    """An interlaced (Adam7) 8-bit RGB PNG; neither PIL nor OpenCV writes these."""
+    h, w, _ = rgb.shape
+    raw = b""
+    for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]:
+        sub = rgb[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\0" + row.tobytes() for row in sub)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+
+
 def main():
     os.makedirs(os.path.join(OUT, "expected"), exist_ok=True)
     os.makedirs(os.path.join(OUT, "resize"), exist_ok=True)
@@ -84,6 +96,8 @@ def main():
     add("src_gray.jpg", lambda p: Image.fromarray(photo[..., 1]).save(p, quality=90))
     add("src_cmyk.jpg", lambda p: Image.fromarray(photo).convert("CMYK").save(p, quality=90))
     add("src_odd.jpg", lambda p: Image.fromarray(smooth_noise(17, 9, 3)).save(p, quality=75))
+    inter = np.random.default_rng(7).integers(0, 256, size=(11, 13, 3), dtype=np.uint8)  # own RNG: others unchanged
+    add("src_interlaced.png", lambda p: open(p, "wb").write(adam7_png(inter)))
     for name in srcs:
         save_expected(os.path.join(OUT, name), name)
 
