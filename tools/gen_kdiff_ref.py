@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""References for easel's k-diffusion samplers (k_euler, k_euler_a, k_dpmpp_2m; A1111's samplers)
+"""References for easel's k-diffusion samplers (k_euler, k_euler_a, k_dpmpp_2m, k_heun, k_lms; A1111's
+samplers)
 -> tests/fixtures/schedulers/ref_kdiff.safetensors.
 
 Runs k-diffusion's own sampling.py / external.py (pip package k-diffusion 0.1.1, installed with
@@ -8,11 +9,13 @@ CompVisDenoiser is) over the LDM schedule (ldm/models/diffusion/ddpm.py register
 betas and cumprod, float32 buffer). Fake UNet: eps = 0.3 * x_in + 0.0005 * t. Noise: a CPU
 torch.Generator seeded 99 (initial noise, then the ancestral draws).
 
-Keys: k{K}.sigmas [n+1], k{K}.timesteps [n] (sigma_to_t), k{K}.step_{i} [1,4,4,4]; metadata k{K} =
+Keys: k{K}.sigmas [n+1], k{K}.timesteps [n] (sigma_to_t), k{K}.step_{i} [1,4,4,4] (x after each
+full step; Heun's two evaluations count as one step); metadata k{K} =
 JSON {sampler, schedule, steps, beta_schedule, beta_start, beta_end, prediction_type}
 (epsilon models use DiscreteEpsDDPMDenoiser, v_prediction DiscreteVDDPMDenoiser).
 img2img (A1111 sample_img2img): j{K}.start [1], j{K}.noised, j{K}.final [1,4,4,4]; metadata j{K} =
 JSON {sampler, schedule, steps, strength}; init latents = first randn, noise = second randn.
+(sample_lms needs scipy.)
 Usage: PYTHONPATH=<dir with k_diffusion and scipy> /work/venv/ref/bin/python tools/gen_kdiff_ref.py
 """
 import importlib.util
@@ -71,7 +74,7 @@ def main():
     torch.set_num_threads(1)
     sampling, external = load_kdiffusion()
     fns = {"k_euler": sampling.sample_euler, "k_euler_a": sampling.sample_euler_ancestral,
-           "k_dpmpp_2m": sampling.sample_dpmpp_2m}
+           "k_dpmpp_2m": sampling.sample_dpmpp_2m, "k_heun": sampling.sample_heun, "k_lms": sampling.sample_lms}
     out, meta, k = {}, {}, 0
     for beta_schedule, (b0, b1), pred in [("scaled_linear", (0.00085, 0.012), "epsilon"),
                                           ("linear", (0.0001, 0.02), "epsilon"),

@@ -236,7 +236,7 @@ class LMSScheduler : public EulerScheduler {
     std::vector<float> acc(n, 0.0f);
     const int terms = std::min(order, (int)derivatives_.size());
     for (int j = 0; j < terms; j++) {
-      const float c = (float)coefficient(order, i, j);
+      const float c = (float)lms_coefficient(sigmas_, order, i, j);
       const float* dj = derivatives_[derivatives_.size() - 1 - j].f32();
       for (int64_t k = 0; k < n; k++) acc[k] = acc[k] + c * dj[k];
     }
@@ -249,22 +249,6 @@ class LMSScheduler : public EulerScheduler {
   static SchedulerConfig with_zero_final(SchedulerConfig c) {
     c.final_sigmas_type = "zero";
     return c;
-  }
-  double coefficient(int order, size_t t, int cur) const {
-    auto basis = [&](double tau) {
-      double prod = 1.0;
-      for (int k = 0; k < order; k++) {
-        if (k == cur) continue;
-        prod *= (tau - sigmas_[t - k]) / ((double)sigmas_[t - cur] - sigmas_[t - k]);
-      }
-      return prod;
-    };
-    static const double xg[4] = {-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526};
-    static const double wg[4] = {0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538};
-    const double a = sigmas_[t], b = sigmas_[t + 1], half = (b - a) / 2, mid = (a + b) / 2;
-    double sum = 0;
-    for (int q = 0; q < 4; q++) sum += wg[q] * basis(mid + half * xg[q]);
-    return sum * half;
   }
   std::vector<Tensor> derivatives_;
 };

@@ -1,5 +1,5 @@
 // k-diffusion samplers as AUTOMATIC1111's webui runs them (CompVisDenoiser over the LDM
-// alphas_cumprod): "k_euler", "k_euler_a", "k_dpmpp_2m" with schedule "normal" (k-diffusion's
+// alphas_cumprod): "k_euler", "k_euler_a", "k_dpmpp_2m", "k_heun", "k_lms" with schedule "normal" (k-diffusion's
 // DiscreteSchedule.get_sigmas: log-sigma interpolation at linspace(999, 0, n)) or "karras"
 // (get_sigmas_karras between the model's sigma_min and sigma_max). The UNet gets the fractional
 // timestep sigma_to_t(sigma); initial noise is scaled by sigmas[0]. epsilon models use
@@ -39,7 +39,7 @@ std::vector<T> torch_linspace(double start_d, double end_d, int steps) {
 
 class KDiffusionScheduler : public Scheduler {
  public:
-  enum class Kind { Euler, EulerAncestral, DPMpp2M };
+  enum class Kind { Euler, EulerAncestral, DPMpp2M, Heun, LMS };
   KDiffusionScheduler(const SchedulerConfig& cfg, Kind kind) : Scheduler(cfg), kind_(kind) {
     // LDM register_schedule: betas in float64 ("linear" in LDM = diffusers' scaled_linear), numpy
     // cumprod in float64, stored as a float32 buffer.
@@ -81,11 +81,23 @@ class KDiffusionScheduler : public Scheduler {
       for (float r : torch_linspace<float>(0.0, 1.0, n)) sig.push_back(std::pow(r * span + base, 7.0f));
     }
     sig.push_back(0.0f);
+    if (kind_ == Kind::Heun) {
+      // sample_heun evaluates at sigma_i and (unless sigma_{i+1} = 0) at sigma_{i+1}:
+      // one entry per evaluation, [s0, s1, s1, s2, s2, ..., s_{n-1}, s_{n-1}] + final 0.
+      std::vector<float> inter = {sig[0]};
+      for (int i = 1; i < n; i++) inter.insert(inter.end(), 2, sig[i]);
+      inter.push_back(0.0f);
+      sig = inter;
+    }
     sigmas_ = sig;
     timesteps_.clear();
-    for (int i = 0; i < n; i++) timesteps_.push_back(sigma_to_t_f32(sigmas_[i]));
+    for (size_t i = 0; i + 1 < sigmas_.size(); i++) timesteps_.push_back(sigma_to_t_f32(sigmas_[i]));
     old_denoised_ = Tensor();
+    heun_first_ = true;
+    derivatives_.clear();
   }
+
+  int order() const override { return kind_ == Kind::Heun ? 2 : 1; }
 
   float init_noise_sigma() const override {
     EASEL_CHECK(!sigmas_.empty(), "scheduler", "init_noise_sigma() before set_timesteps()");
@@ -131,6 +143,39 @@ class KDiffusionScheduler : public Scheduler {
         Tensor noise = rng.randn(x.shape());
         for (int64_t k = 0; k < n; k++) o[k] = o[k] + noise.f32()[k] * up;
       }
+    } else if (kind_ == Kind::Heun) {
+      if (heun_first_) {
+        const float dt = next - sigma;
+        Tensor d = Tensor::empty(x.shape());
+        for (int64_t k = 0; k < n; k++) d.f32()[k] = (s[k] - den[k]) / sigma;
+        for (int64_t k = 0; k < n; k++) o[k] = s[k] + d.f32()[k] * dt;  // Euler (final) or predictor
+        if (next != 0.0f) {
+          heun_d_ = d, heun_x_ = x, heun_dt_ = dt;
+          heun_first_ = false;
+        }
+      } else {  // corrector at sigma_{i+1} = sigma here
+        const float* d0 = heun_d_.f32();
+        const float* x0 = heun_x_.f32();
+        for (int64_t k = 0; k < n; k++) {
+          const float d2 = (s[k] - den[k]) / sigma;
+          o[k] = x0[k] + ((d0[k] + d2) / 2.0f) * heun_dt_;
+        }
+        heun_d_ = heun_x_ = Tensor();
+        heun_first_ = true;
+      }
+    } else if (kind_ == Kind::LMS) {
+      Tensor d = Tensor::empty(x.shape());
+      for (int64_t k = 0; k < n; k++) d.f32()[k] = (s[k] - den[k]) / sigma;
+      derivatives_.push_back(d);
+      if (derivatives_.size() > 4) derivatives_.erase(derivatives_.begin());
+      const int cur_order = (int)derivatives_.size();  // min(steps taken, 4)
+      std::vector<float> acc(n, 0.0f);
+      for (int j = 0; j < cur_order; j++) {
+        const float c = (float)lms_coefficient(sigmas_, cur_order, i, j);
+        const float* dj = derivatives_[derivatives_.size() - 1 - j].f32();
+        for (int64_t k = 0; k < n; k++) acc[k] = acc[k] + c * dj[k];
+      }
+      for (int64_t k = 0; k < n; k++) o[k] = s[k] + acc[k];
     } else {  // DPM-Solver++(2M)
       const float t = -std::log(sigma), t_next = -std::log(next);
       const float h = t_next - t;
@@ -154,7 +199,8 @@ class KDiffusionScheduler : public Scheduler {
   // (img2img_fix_steps off, the default).
   size_t img2img_start(int steps, double strength) const override {
     const int t_enc = (int)(std::min(strength, 0.999) * steps);
-    return (size_t)std::max(steps - t_enc - 1, 0);
+    const size_t start = (size_t)std::max(steps - t_enc - 1, 0);
+    return kind_ == Kind::Heun ? 2 * start : start;  // step b starts at evaluation 2b
   }
 
   Tensor add_noise(const Tensor& original, const Tensor& noise, size_t i) const override {
@@ -185,7 +231,11 @@ class KDiffusionScheduler : public Scheduler {
 
   Kind kind_;
   std::vector<float> ac_, train_, logs_;
-  Tensor old_denoised_;
+  Tensor old_denoised_;                 // dpm++ 2m
+  bool heun_first_ = true;              // heun: predictor (true) or corrector next
+  Tensor heun_d_, heun_x_;
+  float heun_dt_ = 0;
+  std::vector<Tensor> derivatives_;     // lms
 };
 
 }  // namespace
@@ -195,6 +245,8 @@ std::unique_ptr<Scheduler> make_kdiffusion(const SchedulerConfig& cfg, const std
   if (sampler == "k_euler") return std::make_unique<KDiffusionScheduler>(cfg, K::Euler);
   if (sampler == "k_euler_a") return std::make_unique<KDiffusionScheduler>(cfg, K::EulerAncestral);
   if (sampler == "k_dpmpp_2m") return std::make_unique<KDiffusionScheduler>(cfg, K::DPMpp2M);
+  if (sampler == "k_heun") return std::make_unique<KDiffusionScheduler>(cfg, K::Heun);
+  if (sampler == "k_lms") return std::make_unique<KDiffusionScheduler>(cfg, K::LMS);
   fail("scheduler", "unknown k-diffusion sampler '" + sampler + "'");
 }
 

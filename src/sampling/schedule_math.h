@@ -36,6 +36,11 @@ std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int n);
 // diffusers _sigma_to_t: fractional timestep of sigma by interpolating log_sigmas.
 double sigma_to_t(double sigma, const std::vector<float>& log_sigmas);
 
+// LMS coefficient: integral over [sigmas[t], sigmas[t+1]] of the Lagrange basis polynomial `cur`
+// through sigmas[t], sigmas[t-1], ..., sigmas[t-order+1] (diffusers get_lms_coefficient /
+// k-diffusion linear_multistep_coeff, which use scipy quad; 4-point Gauss-Legendre is exact here).
+double lms_coefficient(const std::vector<float>& sigmas, int order, size_t t, int cur);
+
 // Factories (one per sampler file).
 std::unique_ptr<Scheduler> make_euler(const SchedulerConfig& cfg, bool ancestral);
 std::unique_ptr<Scheduler> make_ddim(const SchedulerConfig& cfg);

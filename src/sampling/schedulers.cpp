@@ -164,6 +164,23 @@ double sigma_to_t(double sigma, const std::vector<float>& log_sigmas) {
   return (1.0 - w) * (double)low_idx + w * (double)high_idx;
 }
 
+double lms_coefficient(const std::vector<float>& sigmas, int order, size_t t, int cur) {
+  auto basis = [&](double tau) {
+    double prod = 1.0;
+    for (int k = 0; k < order; k++) {
+      if (k == cur) continue;
+      prod *= (tau - sigmas[t - k]) / ((double)sigmas[t - cur] - sigmas[t - k]);
+    }
+    return prod;
+  };
+  static const double xg[4] = {-0.8611363115940526, -0.3399810435848563, 0.3399810435848563, 0.8611363115940526};
+  static const double wg[4] = {0.3478548451374538, 0.6521451548625461, 0.6521451548625461, 0.3478548451374538};
+  const double a = sigmas[t], b = sigmas[t + 1], half = (b - a) / 2, mid = (a + b) / 2;
+  double sum = 0;
+  for (int q = 0; q < 4; q++) sum += wg[q] * basis(mid + half * xg[q]);
+  return sum * half;
+}
+
 }  // namespace sched
 
 // ---------------------------------------------------------------------------------------------
@@ -218,16 +235,16 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std:
     if (cfg.use_karras_sigmas) fail("scheduler", "pndm has no karras schedule");
     return sched::make_pndm(cfg);
   }
-  fail("scheduler", "unknown sampler '" + sampler + "' (expected euler, euler_a, heun, lms, ddim, dpmpp_2m, dpmpp_2m_sde, pndm, k_euler, k_euler_a or k_dpmpp_2m)");
+  fail("scheduler", "unknown sampler '" + sampler + "' (expected euler, euler_a, heun, lms, ddim, dpmpp_2m, dpmpp_2m_sde, pndm, k_euler, k_euler_a, k_dpmpp_2m, k_heun or k_lms)");
 }
 
 namespace {
-// A1111 runs Euler, Euler a and DPM++ 2M through k-diffusion: those names parse to the k_ ports
-// (listed first); the others to the diffusers equivalents.
+// A1111 runs Euler, Euler a, DPM++ 2M, Heun and LMS through k-diffusion: those names parse to the
+// k_ ports (listed first); the others to the diffusers equivalents.
 const std::pair<const char*, const char*> kA1111Names[] = {
-    {"k_euler_a", "Euler a"}, {"k_euler", "Euler"}, {"k_dpmpp_2m", "DPM++ 2M"},
-    {"euler_a", "Euler a"},   {"euler", "Euler"},   {"dpmpp_2m", "DPM++ 2M"},
-    {"heun", "Heun"},         {"lms", "LMS"},       {"dpmpp_2m_sde", "DPM++ 2M SDE"},
+    {"k_euler_a", "Euler a"}, {"k_euler", "Euler"}, {"k_dpmpp_2m", "DPM++ 2M"}, {"k_heun", "Heun"},
+    {"k_lms", "LMS"},         {"euler_a", "Euler a"}, {"euler", "Euler"},       {"dpmpp_2m", "DPM++ 2M"},
+    {"heun", "Heun"},         {"lms", "LMS"},         {"dpmpp_2m_sde", "DPM++ 2M SDE"},
     {"ddim", "DDIM"},         {"pndm", "PLMS"}};
 
 std::string lower(std::string s) {

@@ -7,8 +7,9 @@
 //   "dpmpp_2m" DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint)
 //   "dpmpp_2m_sde" the same with algorithm_type sde-dpmsolver++ (one randn per step from rng)
 //   "pndm"     PNDMScheduler with skip_prk_steps (PLMS; SD1's default; N steps = N+1 evaluations)
-//   "k_euler", "k_euler_a", "k_dpmpp_2m": k-diffusion's samplers as A1111 runs them (LDM schedule,
-//              log-sigma "normal" spacing, fractional UNet timesteps, x0 = x * sigmas[0])
+//   "k_euler", "k_euler_a", "k_dpmpp_2m", "k_heun" (2N-1 evaluations), "k_lms": k-diffusion's
+//              samplers as A1111 runs them (LDM schedule, log-sigma "normal" spacing, fractional
+//              UNet timesteps, x0 = x * sigmas[0])
 // schedule "normal" or "karras" (use_karras_sigmas; not for ddim/pndm).
 // https://github.com/huggingface/diffusers/tree/main/src/diffusers/schedulers
 // Parity is tested on model-free loops against diffusers / k-diffusion (tests/test_samplers.cpp).
@@ -57,7 +58,7 @@ class Scheduler {
   virtual Tensor step(const Tensor& model_output, size_t step_index, const Tensor& x, Rng& rng) = 0;
   // Forward-noises `original` to the noise level of step i (img2img start).
   virtual Tensor add_noise(const Tensor& original, const Tensor& noise, size_t step_index) const = 0;
-  // Scheduler order (diffusers' `order`: 2 for heun, else 1); img2img_start_index multiplies by it.
+  // Scheduler order (diffusers' `order`: 2 for heun/k_heun, else 1).
   virtual int order() const { return 1; }
   // img2img first step index (see img2img_start_index): diffusers' get_timesteps; the k-diffusion
   // samplers use A1111's steps - int(min(strength, 0.999) * steps) - 1.
@@ -77,13 +78,13 @@ class Scheduler {
 };
 
 // sampler: "euler" | "euler_a" | "heun" | "lms" | "ddim" | "dpmpp_2m" | "dpmpp_2m_sde" | "pndm" |
-// "k_euler" | "k_euler_a" | "k_dpmpp_2m"; schedule: "normal" | "karras" (sets
+// "k_euler" | "k_euler_a" | "k_dpmpp_2m" | "k_heun" | "k_lms"; schedule: "normal" | "karras" (sets
 // use_karras_sigmas, or keeps cfg's value when schedule is empty). Throws easel::Error.
 std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std::string& schedule,
                                           const SchedulerConfig& cfg);
 
 // A1111 sampler names <-> (sampler, schedule): "Euler a" -> (k_euler_a, normal), "DPM++ 2M Karras" ->
-// (k_dpmpp_2m, karras), "Euler" -> k_euler (A1111 runs these through k-diffusion); "Heun", "LMS",
+// (k_dpmpp_2m, karras), "Euler", "Heun", "LMS" -> k_* (A1111 runs these through k-diffusion);
 // "DPM++ 2M SDE", "DDIM", "PLMS" -> the diffusers ports. Our own names are accepted too.
 // schedule_type is A1111's separate "Schedule type": "Karras"; "Automatic" = the sampler's A1111
 // default (Karras for DPM++ 2M); "" = pre-1.9 meaning, the name alone decides ("DPM++ 2M" = normal).
