@@ -368,3 +368,53 @@ TEST(Pickle, StridedViewAndBounds) {
   p = tensor_pickle("ShortStorage", 6, 0, {6}, {1});
   EXPECT_HAS(unpickle_error(p), "storage type 'torch.ShortStorage' is not supported");
 }
+
+TEST(Pickle, StrideExtentWrapping64BitsIsRefused) {
+  // size 2^24+1 with stride 2^40: (size-1)*stride = 2^64 wraps to 0 in 64-bit arithmetic, so a
+  // naive bound check passes and the gather reads far past the storage (fuzz regression seed).
+  auto long1 = [](uint64_t v) {
+    std::string b;
+    while (v) b += (char)(v & 0xff), v >>= 8;
+    b += '\0';  // sign byte
+    return "\x8a" + std::string(1, (char)b.size()) + b;
+  };
+  std::string p = "\x80\x02}(" + U("w") + "ctorch._utils\n_rebuild_tensor_v2\n((" + U("storage") +
+                  "ctorch\nFloatStorage\n" + U("0") + U("cpu") + long1(1u << 18) + "tQ" + K(0) +
+                  long1((1u << 24) + 1) + "\x85" + long1(1ull << 40) + "\x85\x89Nt" + "Ru.";
+  StorageLoader load = [](const std::string&, size_t nbytes) {
+    auto buf = std::make_shared<std::vector<uint8_t>>(nbytes);
+    TorchStorage s;
+    s.data = buf->data();
+    s.nbytes = nbytes;
+    s.owner = buf;
+    return s;
+  };
+  try {
+    unpickle_state_dict((const uint8_t*)p.data(), p.size(), load, "wrap.pkl");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_HAS(e.what(), "wrap.pkl");
+    EXPECT_HAS(e.what(), "tensor 'w'");
+  }
+}
+
+TEST(TorchCkpt, RealLdmVaeCheckpointEqualsSafetensors) {
+  // sd1_vae_ldm.ckpt holds the sd1 VAE in LDM keys as FLOAT16, the same values as the
+  // first_stage_model.* tensors of sd1_ldm.safetensors (tests/fixtures/README.md): bit-exact.
+  WeightStore ck = load_weights(fixture("sd1/sd1_vae_ldm.ckpt"));
+  WeightStore st = load_weights(fixture("sd1/sd1_ldm.safetensors"));
+  auto keys = st.keys_with_prefix("first_stage_model.");
+  ASSERT_GT(keys.size(), 100u);
+  EXPECT_EQ(ck.keys_with_prefix("first_stage_model.").size(), keys.size());
+  for (auto& k : keys) {
+    ASSERT_TRUE(ck.has(k)) << k;
+    const Tensor &a = ck.get(k), &b = st.get(k);
+    EXPECT_EQ(a.dtype(), DType::F16) << k;
+    EXPECT_TRUE(same_bytes(a, b.to(DType::F16))) << k << " " << a.str() << " vs " << b.str();
+  }
+  EXPECT_EQ(ck.get("betas", {1000}).dtype(), DType::F32);
+  const Tensor& ids = ck.get("cond_stage_model.transformer.text_model.embeddings.position_ids", {1, 77});
+  ASSERT_EQ(ids.dtype(), DType::I64);
+  for (int i = 0; i < 77; ++i) EXPECT_EQ(ids.data<int64_t>()[i], i);
+  EXPECT_EQ(ck.metadata.at("global_step"), "470000");
+}
