@@ -293,6 +293,24 @@ TEST(ImageResize, BitExactWithPil) {
   EXPECT_TRUE(contains(error_of([] { parse_resize_filter("cubic"); }), "unknown resize filter"));
 }
 
+// A1111's img2img resize modes (just resize / crop and resize / resize and fill).
+TEST(ImageResize, A1111ModesBitExact) {
+  int worst = 0, n = 0;
+  for (const char* src : {"src_resize", "src_resize_tall"}) {
+    Image in = read_image(img(std::string(src) + ".png"), 3);
+    for (int mode : {0, 1, 2})
+      for (auto [w, h] : {std::pair{64, 64}, {20, 40}, {80, 30}, {37, 23}, {8, 8}}) {
+        std::string ref = "resize_a1111/" + std::string(src) + "_m" + std::to_string(mode) + "_" + std::to_string(w) + "x" +
+                          std::to_string(h) + ".png";
+        int d = max_diff(resize_a1111(in, w, h, mode), read_image(img(ref), 3));
+        EXPECT_EQ(d, 0) << ref;
+        worst = std::max(worst, d);
+        n++;
+      }
+  }
+  std::printf("  %d A1111 resizes, max |ours - A1111| = %d\n", n, worst);
+}
+
 // -------------------------------------------------------------------------------------- tensors
 TEST(ImageTensor, DiffusersPreprocessAndPostprocess) {
   Image a = pattern(5, 3, 3);

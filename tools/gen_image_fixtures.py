@@ -125,6 +125,17 @@ def main():
             for w, h in sizes:
                 im.resize((w, h), f).save(os.path.join(OUT, "resize", f"{src}_{fname}_{w}x{h}.png"))
 
+    # A1111's img2img resize modes (modules/images.py resize_image with no upscaler).
+    os.makedirs(os.path.join(OUT, "resize_a1111"), exist_ok=True)
+    for src in ["src_resize", "src_resize_tall"]:
+        im = Image.open(os.path.join(OUT, "src_resize.png"))
+        if src == "src_resize_tall":
+            im = im.transpose(Image.TRANSPOSE)
+            im.save(os.path.join(OUT, src + ".png"))
+        for mode in (0, 1, 2):
+            for w, h in [(64, 64), (20, 40), (80, 30), (37, 23), (8, 8)]:
+                a1111_resize_image(mode, im, w, h).save(os.path.join(OUT, "resize_a1111", f"{src}_m{mode}_{w}x{h}.png"))
+
     # Text chunks written by PIL.
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", "café, 1girl\nNegative prompt: bad\nSteps: 20")  # Latin-1 -> tEXt
@@ -152,6 +163,42 @@ def main():
     open(os.path.join(OUT, "bad_webp.png"), "wb").write(b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\0" * 24)
 
     write_infotext()
+
+
+def a1111_resize_image(resize_mode, im, width, height):
+    """modules/images.py resize_image with upscaler_name None (A1111 1.10)."""
+    def resize(im, w, h):
+        return im.resize((w, h), resample=Image.LANCZOS)
+
+    if resize_mode == 0:
+        res = resize(im, width, height)
+    elif resize_mode == 1:
+        ratio = width / height
+        src_ratio = im.width / im.height
+        src_w = width if ratio > src_ratio else im.width * height // im.height
+        src_h = height if ratio <= src_ratio else im.height * width // im.width
+        resized = resize(im, src_w, src_h)
+        res = Image.new("RGB", (width, height))
+        res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
+    else:
+        ratio = width / height
+        src_ratio = im.width / im.height
+        src_w = width if ratio < src_ratio else im.width * height // im.height
+        src_h = height if ratio >= src_ratio else im.height * width // im.width
+        resized = resize(im, src_w, src_h)
+        res = Image.new("RGB", (width, height))
+        res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
+        if ratio < src_ratio:
+            fill_height = height // 2 - src_h // 2
+            if fill_height > 0:
+                res.paste(resized.resize((width, fill_height), box=(0, 0, width, 0)), box=(0, 0))
+                res.paste(resized.resize((width, fill_height), box=(0, resized.height, width, resized.height)), box=(0, fill_height + src_h))
+        elif ratio > src_ratio:
+            fill_width = width // 2 - src_w // 2
+            if fill_width > 0:
+                res.paste(resized.resize((fill_width, height), box=(0, 0, 0, height)), box=(0, 0))
+                res.paste(resized.resize((fill_width, height), box=(resized.width, 0, resized.width, height)), box=(fill_width + src_w, 0))
+    return res
 
 
 # --- A1111 infotext, with create_infotext's join and infotext_utils.quote (A1111 1.10).

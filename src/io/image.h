@@ -70,6 +70,10 @@ enum class ResizeFilter { Nearest, Box, Bilinear, Hamming, Bicubic, Lanczos };
 // arithmetic, same pass order, RGBA premultiplied during resampling, so results are
 // bit-identical to PIL. Lanczos is the default of diffusers' VaeImageProcessor and A1111.
 Image resize_image(const Image& img, int width, int height, ResizeFilter filter = ResizeFilter::Lanczos);
+// A1111's img2img resize modes (modules/images.py resize_image, no upscaler: LANCZOS), RGB out:
+// 0 = just resize, 1 = crop and resize (cover, centred), 2 = resize and fill (fit, centred, the
+// bars filled by stretching the edge lines). Bit-identical to A1111 with Pillow 13.
+Image resize_a1111(const Image& img, int width, int height, int mode);
 // "nearest", "box", "bilinear", "hamming", "bicubic", "lanczos" (PIL's names); throws otherwise.
 ResizeFilter parse_resize_filter(const std::string& name);
 

@@ -73,8 +73,8 @@ struct Coeffs {
   std::vector<int32_t> k;  // [out, ksize]
 };
 
-Coeffs precompute(int in_size, int out_size, const Filter& f) {
-  const double in0 = 0.0, in1 = in_size;
+Coeffs precompute(int in_size, float box0, float box1, int out_size, const Filter& f) {
+  const double in0 = box0, in1 = box1;  // PIL passes the box as floats
   double scale = (in1 - in0) / out_size, filterscale = scale < 1.0 ? 1.0 : scale;
   double support = f.support * filterscale;
   Coeffs c;
@@ -170,14 +170,17 @@ Image resize_nearest(const Image& in, int w, int h) {
   return out;
 }
 
-Image resample(const Image& in, int w, int h, const Filter& f) {
-  bool need_h = w != in.width, need_v = h != in.height;
+// PIL's ImagingResampleInner; `box` is the source region (x0, y0, x1, y1), as Image.resize(box=).
+Image resample(const Image& in, int w, int h, const Filter& f, const float box[4]) {
+  bool full = box[0] == 0 && box[1] == 0 && box[2] == in.width && box[3] == in.height;
+  // As PIL: compared with the output size, so a zero-width box still needs its pass.
+  bool need_h = w != in.width || box[0] != 0 || box[2] != w, need_v = h != in.height || box[1] != 0 || box[3] != h;
   if (!need_h && !need_v) return in;
-  Coeffs ch = precompute(in.width, w, f), cv = precompute(in.height, h, f);
+  Coeffs ch = precompute(in.width, box[0], box[2], w, f), cv = precompute(in.height, box[1], box[3], h, f);
   // Pillow (seen in 13.0's ImagingResample) runs the vertical pass first when it shrinks the
   // height by more than twice what the horizontal pass takes off the width; the order changes
   // the 8-bit rounding of the intermediate image.
-  if (need_h && need_v && in.height > h && in.height - h > 2 * (in.width - w)) {
+  if (full && need_h && need_v && in.height > h && in.height - h > 2 * (in.width - w)) {
     Image tmp = blank(in.width, h, in.channels);
     resample_vertical(in, tmp, cv, cv.xmin);
     Image out = blank(w, h, in.channels);
@@ -201,7 +204,59 @@ Image resample(const Image& in, int w, int h, const Filter& f) {
   return out;
 }
 
+Image resample(const Image& in, int w, int h, const Filter& f) {
+  const float box[4] = {0.0f, 0.0f, (float)in.width, (float)in.height};
+  return resample(in, w, h, f, box);
+}
+
+// Image.paste(src, (x, y)) onto an RGB canvas, clipped.
+void paste(Image& dst, const Image& src, int x0, int y0) {
+  for (int y = std::max(0, y0); y < std::min(dst.height, y0 + src.height); y++)
+    for (int x = std::max(0, x0); x < std::min(dst.width, x0 + src.width); x++)
+      std::memcpy(dst.row(y) + (size_t)x * 3, src.row(y - y0) + (size_t)(x - x0) * 3, 3);
+}
+
 }  // namespace
+
+Image resize_a1111(const Image& img0, int width, int height, int mode) {
+  if (mode < 0 || mode > 2) fail("image", "resize mode " + std::to_string(mode) + " (0 just resize, 1 crop and resize, 2 resize and fill)");
+  if (width <= 0 || height <= 0 || width > kMaxImageSide || height > kMaxImageSide)
+    fail("image", "resize: invalid target size " + std::to_string(width) + "x" + std::to_string(height));
+  Image im = convert_image(img0, 3);
+  if (mode == 0) return resize_image(im, width, height, ResizeFilter::Lanczos);
+  // Python's / and // on ints: ratios in double, sizes floored.
+  double ratio = (double)width / height, src_ratio = (double)im.width / im.height;
+  bool width_fits = mode == 1 ? ratio > src_ratio : ratio < src_ratio;
+  bool height_fits = mode == 1 ? ratio <= src_ratio : ratio >= src_ratio;
+  int src_w = width_fits ? width : (int)((int64_t)im.width * height / im.height);
+  int src_h = height_fits ? height : (int)((int64_t)im.height * width / im.width);
+  if (src_w <= 0 || src_h <= 0) fail("image", "resize: the image is too thin for " + std::to_string(width) + "x" + std::to_string(height));
+  Image resized = resize_image(im, src_w, src_h, ResizeFilter::Lanczos);
+  Image res = blank(width, height, 3);  // Image.new("RGB"): black
+  paste(res, resized, width / 2 - src_w / 2, height / 2 - src_h / 2);
+  if (mode == 2) {
+    // Fill the bars by stretching the edge rows/columns: resize() with a zero-size box and
+    // PIL's default BICUBIC filter (which blends the two outermost lines).
+    const Filter bicubic = filter_of(ResizeFilter::Bicubic);
+    const float rw = (float)resized.width, rh = (float)resized.height;
+    if (ratio < src_ratio) {
+      int fill = height / 2 - src_h / 2;
+      if (fill > 0) {
+        const float top[4] = {0, 0, (float)width, 0}, bottom[4] = {0, rh, (float)width, rh};
+        paste(res, resample(resized, width, fill, bicubic, top), 0, 0);
+        paste(res, resample(resized, width, fill, bicubic, bottom), 0, fill + src_h);
+      }
+    } else if (ratio > src_ratio) {
+      int fill = width / 2 - src_w / 2;
+      if (fill > 0) {
+        const float left[4] = {0, 0, 0, (float)height}, right[4] = {rw, 0, rw, (float)height};
+        paste(res, resample(resized, fill, height, bicubic, left), 0, 0);
+        paste(res, resample(resized, fill, height, bicubic, right), fill + src_w, 0);
+      }
+    }
+  }
+  return res;
+}
 
 ResizeFilter parse_resize_filter(const std::string& name) {
   if (name == "nearest") return ResizeFilter::Nearest;
