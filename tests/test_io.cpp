@@ -1,6 +1,9 @@
 // io tests: safetensors round trips and validation, torch zip checkpoints vs what torch.save wrote
 // (fixtures from tools/gen_io_fixtures.py), the restricted pickle VM, and load_weights' sniffing.
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <cstring>
 #include <filesystem>
@@ -198,6 +201,33 @@ TEST(Safetensors, ValidationErrors) {
   EXPECT_HAS(st_error(st_image(R"({"__metadata__":[1]})", d8)), "__metadata__");
 }
 
+TEST(Safetensors, DiskFullLeavesTheOldFile) {
+  // RLIMIT_FSIZE makes writes past 4 KiB fail (EFBIG), as a full disk would.
+  TempDir tmp;
+  std::string p = tmp / "big.safetensors";
+  save_safetensors(p, {{"old", ramp({4}, DType::F32, 1)}});
+  Bytes before = read_file(p);
+  struct rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit lim = old;
+  lim.rlim_cur = 4096;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  std::string msg;
+  try {
+    save_safetensors(p, {{"new", ramp({100000}, DType::F32, 1)}});
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, old_handler);
+  EXPECT_HAS(msg, "[safetensors] " + p + ": cannot write: File too large");
+  EXPECT_EQ(read_file(p), before);  // the old file is untouched
+  int files = 0;
+  for (auto& e : fs::directory_iterator(tmp.dir)) files += e.is_regular_file();
+  EXPECT_EQ(files, 1);  // no temp file left
+}
+
 TEST(Safetensors, WriteErrorsNameTheFile) {
   TempDir tmp;
   std::string p = tmp / "no/such/dir/x.safetensors";
@@ -270,6 +300,14 @@ TEST(TorchCkpt, ModuleStateDictFlatAndUnderModel) {
   expect_matches_ref(flat, "io/flat_ref.safetensors");
   WeightStore under = load_weights(fixture("io/model_key.pth"));  // {'model': sd, 'optimizer': {...}}
   expect_matches_ref(under, "io/flat_ref.safetensors");
+}
+
+TEST(TorchCkpt, LightningExtrasAreSkipped) {
+  // numpy scalars/arrays, a set, optimizer states with tensors and callback state around state_dict.
+  WeightStore w = load_weights(fixture("io/lightning.ckpt"));
+  expect_matches_ref(w, "io/flat_ref.safetensors");
+  EXPECT_EQ(w.metadata.at("epoch"), "7");
+  EXPECT_EQ(w.metadata.at("pytorch-lightning_version"), "1.9.0");
 }
 
 TEST(TorchCkpt, LegacyFormatRefused) {

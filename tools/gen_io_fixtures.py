@@ -61,6 +61,16 @@ def main():
     torch.save({"model": m.state_dict(), "optimizer": {"lr": 0.1}}, os.path.join(OUT, "model_key.pth"))
     ref("flat_ref.safetensors", m.state_dict())
 
+    # Lightning-style: non-tensor extras (numpy scalar/array, a set, optimizer states holding tensors,
+    # callback state) around the state_dict; only state_dict's tensors load.
+    import numpy as np
+    torch.save({"epoch": 7, "global_step": np.int64(4200), "pytorch-lightning_version": "1.9.0",
+                "state_dict": m.state_dict(),
+                "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 1e-4}]}],
+                "hyper_parameters": {"lr": np.float64(1e-4), "arr": np.arange(3), "tags": {"a", "b"}},
+                "callbacks": {"ModelCheckpoint{'monitor': None}": {"best_model_score": None}}},
+               os.path.join(OUT, "lightning.ckpt"))
+
     # Legacy (pre-1.6) format: must be refused with a clear message.
     torch.save({"w": torch.ones(2)}, os.path.join(OUT, "legacy.pt"), _use_new_zipfile_serialization=False)
 
