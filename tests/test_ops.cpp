@@ -202,3 +202,14 @@ TEST(Ops, Errors) {
   EXPECT_THROW(ops::attention(randt({1, 4, 6}, 1), randt({1, 5, 6}, 2), randt({1, 4, 6}, 3), 2), Error);
   EXPECT_THROW(ops::group_norm(randt({1, 6, 2, 2}, 1), 4, randt({6}, 2), randt({6}, 3), 1e-5f), Error);
 }
+
+TEST(Ops, GeluGeglu) {
+  Tensor x = randt({3, 20001}, 30, -12.f, 12.f);
+  x.f32()[0] = 0.f, x.f32()[1] = -30.f, x.f32()[2] = 40.f;
+  // erfc fit: 1.2e-7 relative; the negative tail keeps relative accuracy (0.5 x erfc).
+  EXPECT_TRUE(test::allclose(ops::gelu(x), ops::ref::gelu(x), 1e-7f, 1e-6f));
+  Tensor g = randt({2, 7, 2 * 333}, 31, -6.f, 6.f);
+  EXPECT_TRUE(test::allclose(ops::geglu(g), ops::ref::geglu(g), 1e-6f, 1e-6f));
+  std::printf("gelu: rel err %.2e, geglu %.2e\n", rel_err(ops::gelu(x), ops::ref::gelu(x)),
+              rel_err(ops::geglu(g), ops::ref::geglu(g)));
+}

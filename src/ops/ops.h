@@ -78,6 +78,8 @@ Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal = false);
 Tensor silu(const Tensor& x);
+Tensor gelu(const Tensor& x);
+Tensor geglu(const Tensor& x);
 }  // namespace ref
 
 }  // namespace easel::ops

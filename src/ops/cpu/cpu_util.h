@@ -32,6 +32,27 @@ inline float exp_f(float x0) {
   return x0 < -87.3f ? 0.f : y;
 }
 
+// GELU, erf form: 0.5 x (1 + erf(x/sqrt2)), branch-free and vectorizable. erfc(z), z >= 0, from
+// Numerical Recipes' Chebyshev fit (fractional error < 1.2e-7 everywhere):
+// erfc(z) = t exp(-z^2 - 1.26551223 + t(1.00002368 + ...)), t = 1/(1 + z/2).
+// For x < 0, 1 + erf(u) = erfc(|u|) keeps the tail's relative accuracy.
+inline float gelu_f(float x) {
+  float z = std::fabs(x) * 0.70710678118654752f;
+  float t = 1.f / (1.f + 0.5f * z);
+  float p = 0.17087277f;
+  p = p * t - 0.82215223f;
+  p = p * t + 1.48851587f;
+  p = p * t - 1.13520398f;
+  p = p * t + 0.27886807f;
+  p = p * t - 0.18628806f;
+  p = p * t + 0.09678418f;
+  p = p * t + 0.37409196f;
+  p = p * t + 1.00002368f;
+  p = p * t - 1.26551223f;
+  float erfc = t * exp_f(-z * z + p);
+  return 0.5f * x * (x < 0.f ? erfc : 2.f - erfc);
+}
+
 // f32 -> bf16 bits, round to nearest even (finite inputs; NaN stays NaN-ish).
 inline uint16_t to_bf16(float f) {
   uint32_t u;

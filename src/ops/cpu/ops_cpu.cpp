@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/cpu/cpu_util.h"
 #include "ops/ops.h"
 
 namespace easel::ops {
@@ -186,7 +187,7 @@ static Tensor map(const Tensor& x, F f) {
   const float* xp = x.f32();
   float* yp = y.f32();
   int64_t n = x.numel();
-#pragma omp parallel for if (n > 32768)
+#pragma omp parallel for simd if (n > 32768)
   for (int64_t i = 0; i < n; i++) yp[i] = f(xp[i]);
   return y;
 }
@@ -194,14 +195,25 @@ static Tensor map(const Tensor& x, F f) {
 static inline float gelu_erf(float v) { return 0.5f * v * (1.f + std::erf(v * 0.70710678118654752f)); }
 
 Tensor ref::silu(const Tensor& x) { return map(x, [](float v) { return v / (1.f + std::exp(-v)); }); }
-Tensor gelu(const Tensor& x) { return map(x, gelu_erf); }
+Tensor gelu(const Tensor& x) { return map(x, cpu::gelu_f); }
 Tensor gelu_tanh(const Tensor& x) {
   return map(x, [](float v) {
     return 0.5f * v * (1.f + std::tanh(0.7978845608028654f * (v + 0.044715f * v * v * v)));
   });
 }
-Tensor quick_gelu(const Tensor& x) { return map(x, [](float v) { return v / (1.f + std::exp(-1.702f * v)); }); }
+Tensor ref::gelu(const Tensor& x) { return map(x, gelu_erf); }
+Tensor quick_gelu(const Tensor& x) { return map(x, [](float v) { return v / (1.f + cpu::exp_f(-1.702f * v)); }); }
 Tensor scale(const Tensor& x, float s) { return map(x, [s](float v) { return v * s; }); }
+
+Tensor ref::geglu(const Tensor& x) {
+  int64_t C2 = x.size(-1), N = C2 / 2, M = x.numel() / C2;
+  Shape s = x.shape();
+  s.back() = N;
+  Tensor y = Tensor::empty(s);
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t i = 0; i < N; i++) y.f32()[m * N + i] = x.f32()[m * C2 + i] * gelu_erf(x.f32()[m * C2 + N + i]);
+  return y;
+}
 
 Tensor geglu(const Tensor& x) {
   check_f32(x, "geglu");
@@ -209,9 +221,12 @@ Tensor geglu(const Tensor& x) {
   Shape s = x.shape();
   s.back() = N;
   Tensor y = Tensor::empty(s);
-#pragma omp parallel for
+  const float* xp = x.f32();
+  float* yp = y.f32();
+#pragma omp parallel for if (M * N > 32768)
   for (int64_t m = 0; m < M; m++)
-    for (int64_t i = 0; i < N; i++) y.f32()[m * N + i] = x.f32()[m * C2 + i] * gelu_erf(x.f32()[m * C2 + N + i]);
+#pragma omp simd
+    for (int64_t i = 0; i < N; i++) yp[m * N + i] = xp[m * C2 + i] * cpu::gelu_f(xp[m * C2 + N + i]);
   return y;
 }
 
