@@ -67,7 +67,8 @@ def main():
     torch.save({"epoch": 7, "global_step": np.int64(4200), "pytorch-lightning_version": "1.9.0",
                 "state_dict": m.state_dict(),
                 "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 1e-4}]}],
-                "hyper_parameters": {"lr": np.float64(1e-4), "arr": np.arange(3), "tags": {"a", "b"}},
+                "hyper_parameters": {"lr": np.float64(1e-4), "arr": np.arange(3), "tags": {"a", "b"},
+                                     "dtype": torch.float16, "device": torch.device("cpu")},
                 "callbacks": {"ModelCheckpoint{'monitor': None}": {"best_model_score": None}}},
                os.path.join(OUT, "lightning.ckpt"))
 

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <set>
 #include <unordered_map>
 
 namespace easel {
@@ -359,6 +360,7 @@ class VM {
         {"builtins.set", Fn::Inert},
         {"__builtin__.set", Fn::Inert},
         {"torch.torch_version.TorchVersion", Fn::Inert},
+        {"torch.device", Fn::Inert},  // also torch dtypes (torch.float16, ...) below: hyperparameter values
         {"pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint", Fn::Inert},
         {"lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint", Fn::Inert},
     };
@@ -368,6 +370,13 @@ class VM {
       return v;
     }
     if (mod == "torch") {
+      static const std::set<std::string> dtypes = {"float32", "float", "float16", "half", "bfloat16", "float64",
+                                                   "double", "int64", "long", "int32", "int", "int16", "int8",
+                                                   "uint8", "bool"};
+      if (dtypes.count(nm)) {
+        v->fn = Fn::Inert;
+        return v;
+      }
       auto st = storage_classes().find(nm);
       if (st != storage_classes().end()) {
         v->fn = Fn::StorageClass;
