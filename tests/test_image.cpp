@@ -121,6 +121,20 @@ TEST(ImageDecode, MatchesPil) {
   }
 }
 
+// EXIF orientation 1..8 (JPEG APP1 and PNG eXIf) as ImageOps.exif_transpose.
+TEST(ImageDecode, ExifOrientation) {
+  for (int o = 1; o <= 8; o++)
+    for (const char* ext : {"jpg", "png"}) {
+      std::string f = "exif/orient" + std::to_string(o) + "." + ext;
+      Image ours = read_image(img(f)), pil = read_image(img(f + ".rgb.png"));
+      EXPECT_EQ(max_diff(ours, pil), 0) << f;
+      EXPECT_EQ(ours.width, o >= 5 ? 5 : 7) << f;
+      Image raw = read_image(img(f), 3, false);  // as stored
+      EXPECT_EQ(raw.width, 7) << f;
+      if (o >= 2 && o <= 4) EXPECT_GT(max_diff(raw, ours), 0) << f;
+    }
+}
+
 TEST(ImageDecode, AsStoredChannels) {
   EXPECT_EQ(read_image(img("src_gray.png"), 0).channels, 1);
   EXPECT_EQ(read_image(img("src_la.png"), 0).channels, 4);

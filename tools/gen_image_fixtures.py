@@ -101,6 +101,18 @@ def main():
     for name in srcs:
         save_expected(os.path.join(OUT, name), name)
 
+    # EXIF orientations (phone photos), as ImageOps.exif_transpose applies them.
+    from PIL import ImageOps
+    orient = np.random.default_rng(8).integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    os.makedirs(os.path.join(OUT, "exif"), exist_ok=True)
+    for o in range(1, 9):
+        for ext in ("jpg", "png"):
+            p = os.path.join(OUT, "exif", f"orient{o}.{ext}")
+            exif = Image.Exif()
+            exif[0x0112] = o
+            Image.fromarray(orient).save(p, exif=exif, **({"quality": 95} if ext == "jpg" else {}))
+            ImageOps.exif_transpose(Image.open(p)).convert("RGB").save(os.path.join(OUT, "exif", f"orient{o}.{ext}.rgb.png"))
+
     # Interlaced (Adam7) PNG: PIL cannot write one; OpenCV cannot either, so build it from the
     # non-interlaced IDAT data by hand is overkill. Instead store a 16-bit gray PNG (PIL clips
     # these when converting, so only the raw values are recorded, as .npy-free text).

@@ -250,6 +250,86 @@ const char* guess_format(const uint8_t* d, size_t n) {
   return nullptr;
 }
 
+// ------------------------------------------------------------------------------ EXIF orientation
+// Orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block; 1 when absent or malformed.
+int tiff_orientation(const uint8_t* t, size_t n) {
+  if (n < 8 || !((t[0] == 'I' && t[1] == 'I') || (t[0] == 'M' && t[1] == 'M'))) return 1;
+  const bool le = t[0] == 'I';
+  auto u16 = [&](size_t o) -> uint32_t { return le ? t[o] | t[o + 1] << 8 : t[o] << 8 | t[o + 1]; };
+  auto u32 = [&](size_t o) -> uint32_t { return le ? u16(o) | u16(o + 2) << 16 : u16(o) << 16 | u16(o + 2); };
+  uint32_t ifd = u32(4);
+  if (ifd > n - 2) return 1;
+  uint32_t count = u16(ifd);
+  for (uint32_t i = 0; i < count; i++) {
+    size_t e = ifd + 2 + (size_t)12 * i;
+    if (e + 12 > n) break;
+    if (u16(e) == 0x0112) {
+      uint32_t v = u16(e + 2) == 3 ? u16(e + 8) : u16(e + 2) == 4 ? u32(e + 8) : 1;  // SHORT (or LONG)
+      return v >= 1 && v <= 8 ? (int)v : 1;
+    }
+  }
+  return 1;
+}
+
+int exif_orientation(const uint8_t* d, size_t n, bool png) {
+  if (png) {  // eXIf chunk
+    for (size_t pos = 8; pos + 12 <= n;) {
+      uint32_t len = (uint32_t)d[pos] << 24 | (uint32_t)d[pos + 1] << 16 | (uint32_t)d[pos + 2] << 8 | d[pos + 3];
+      if (len > n - pos - 12) break;
+      if (std::memcmp(d + pos + 4, "eXIf", 4) == 0) return tiff_orientation(d + pos + 8, len);
+      if (std::memcmp(d + pos + 4, "IEND", 4) == 0) break;
+      pos += 12 + (size_t)len;
+    }
+    return 1;
+  }
+  for (size_t pos = 2; pos + 4 <= n;) {  // JPEG markers up to the first scan: APP1 "Exif\0\0"
+    if (d[pos] != 0xFF) break;
+    uint8_t m = d[pos + 1];
+    if (m == 0xFF) {
+      pos++;
+      continue;
+    }
+    if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {
+      pos += 2;
+      continue;
+    }
+    if (m == 0xDA || m == 0xD9) break;
+    size_t len = (size_t)d[pos + 2] << 8 | d[pos + 3];
+    if (len < 2 || pos + 2 + len > n) break;
+    if (m == 0xE1 && len >= 8 && std::memcmp(d + pos + 4, "Exif\0\0", 6) == 0) return tiff_orientation(d + pos + 10, len - 8);
+    pos += 2 + len;
+  }
+  return 1;
+}
+
+// PIL's ImageOps.exif_transpose: 2 FLIP_LEFT_RIGHT, 3 ROTATE_180, 4 FLIP_TOP_BOTTOM, 5 TRANSPOSE,
+// 6 ROTATE_270, 7 TRANSVERSE, 8 ROTATE_90.
+Image apply_orientation(const Image& in, int o) {
+  if (o <= 1 || o > 8) return in;
+  const bool swap = o >= 5;
+  const int W = in.width, H = in.height, C = in.channels;
+  Image out;
+  out.width = swap ? H : W;
+  out.height = swap ? W : H;
+  out.channels = C;
+  out.pixels.resize(in.pixels.size());
+  for (int y = 0; y < out.height; y++)
+    for (int x = 0; x < out.width; x++) {
+      int sx = x, sy = y;  // source pixel of output (x, y)
+      switch (o) {
+        case 2: sx = W - 1 - x; break;
+        case 3: sx = W - 1 - x, sy = H - 1 - y; break;
+        case 4: sy = H - 1 - y; break;
+        case 5: sx = y, sy = x; break;
+        case 6: sx = y, sy = H - 1 - x; break;
+        case 7: sx = W - 1 - y, sy = H - 1 - x; break;
+        case 8: sx = W - 1 - y, sy = x; break;
+      }
+      std::memcpy(out.row(y) + (size_t)x * C, in.row(sy) + (size_t)sx * C, C);
+    }
+  return out;
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------------ public
@@ -279,20 +359,23 @@ Image convert_image(const Image& img, int channels) {
   return out;
 }
 
-Image decode_image(const uint8_t* data, size_t size, const std::string& name, int channels) {
+Image decode_image(const uint8_t* data, size_t size, const std::string& name, int channels, bool exif_transpose) {
   static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
   if (channels != 0 && channels != 1 && channels != 3 && channels != 4)
     fail("image", name + ": cannot convert to " + std::to_string(channels) + " channels");
-  if (size >= 8 && std::memcmp(data, png_sig, 8) == 0) return convert_image(decode_png(data, size, name), channels);
-  if (size >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff)
-    return convert_image(decode_jpeg(data, size, name), channels);
+  const bool png = size >= 8 && std::memcmp(data, png_sig, 8) == 0;
+  if (png || (size >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff)) {
+    Image img = png ? decode_png(data, size, name) : decode_jpeg(data, size, name);
+    if (exif_transpose) img = apply_orientation(img, exif_orientation(data, size, png));
+    return convert_image(img, channels);
+  }
   const char* other = guess_format(data, size);
   fail("image", name + ": not a PNG or JPEG image" + (other ? std::string(" (looks like ") + other + ")" : ""));
 }
 
-Image read_image(const std::string& path, int channels) {
+Image read_image(const std::string& path, int channels, bool exif_transpose) {
   std::vector<uint8_t> bytes = read_all(path);
-  return decode_image(bytes.data(), bytes.size(), path, channels);
+  return decode_image(bytes.data(), bytes.size(), path, channels, exif_transpose);
 }
 
 // --------------------------------------------------------------------------------------- PNG write

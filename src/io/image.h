@@ -36,10 +36,12 @@ constexpr int64_t kMaxImagePixels = int64_t(1) << 28;
 // PNG: palette, 1/2/4/16-bit, tRNS, interlaced; 16-bit samples keep their high byte (as PIL
 // does for RGB; PIL clips 16-bit gray instead, which we do not copy). No gamma handling (PIL
 // has none). JPEG: gray, YCbCr, CMYK/YCCK (converted as PIL's CMYK -> RGB).
+// exif_transpose: apply the EXIF orientation (JPEG APP1, PNG eXIf) as PIL's ImageOps.exif_transpose,
+// which diffusers' load_image and A1111's img2img both do (phone photos are stored sideways).
 // Errors (easel::Error): "[image] FILE: not a PNG or JPEG image", "[image] FILE: corrupt PNG data
 // (libpng: ...)", "...: truncated JPEG data", "...: image WxH is too large ...".
-Image read_image(const std::string& path, int channels = 3);
-Image decode_image(const uint8_t* data, size_t size, const std::string& name, int channels = 3);
+Image read_image(const std::string& path, int channels = 3, bool exif_transpose = true);
+Image decode_image(const uint8_t* data, size_t size, const std::string& name, int channels = 3, bool exif_transpose = true);
 // Channel conversion with PIL's formulas (L = (19595 R + 38470 G + 7471 B + 0x8000) >> 16).
 Image convert_image(const Image& img, int channels);
 
