@@ -456,3 +456,21 @@ TEST(TorchCkpt, RealLdmVaeCheckpointEqualsSafetensors) {
   for (int i = 0; i < 77; ++i) EXPECT_EQ(ids.data<int64_t>()[i], i);
   EXPECT_EQ(ck.metadata.at("global_step"), "470000");
 }
+
+TEST(TorchCkpt, StoredEntriesAreViewedInPlaceWithAnOwner) {
+  Bytes img = read_file(fixture("io/nested.ckpt"));
+  auto owner = std::make_shared<Bytes>(img);
+  const uint8_t* d = owner->data();
+  auto inside = [&](const Tensor& t) {
+    auto* p = static_cast<const uint8_t*>(t.raw());
+    return p >= d && p + t.nbytes() <= d + owner->size();
+  };
+  WeightStore viewed = parse_torch_zip(d, owner->size(), "nested.ckpt", owner);
+  WeightStore copied = parse_torch_zip(d, owner->size(), "nested.ckpt");
+  expect_matches_ref(viewed, "io/nested_ref.safetensors");
+  for (const char* k : {"model.w_f32", "model.w_f16", "model.i64", "model.rows"}) {
+    EXPECT_TRUE(inside(viewed.get(k))) << k << ": copied although the entry is stored";
+    EXPECT_FALSE(inside(copied.get(k))) << k << ": points into a buffer the caller may free";
+  }
+  EXPECT_FALSE(inside(viewed.get("model.transposed")));  // strided: gathered into a new tensor
+}

@@ -18,7 +18,7 @@ WeightStore load_weights(const std::string& path) {
   size_t n;
   auto owner = map_file(path, &d, &n);
   if (n == 0) fail("io", path + ": file is empty");
-  if (n >= 4 && std::memcmp(d, "PK\x03\x04", 4) == 0) return parse_torch_zip(d, n, path);
+  if (n >= 4 && std::memcmp(d, "PK\x03\x04", 4) == 0) return parse_torch_zip(d, n, path, owner);
   if (n >= 9 && d[8] == '{') return parse_safetensors(d, n, owner, path);
   if (is_legacy_torch(d, n))
     fail("ckpt", path + ": legacy torch format (saved before torch 1.6) is not supported; re-save it with "

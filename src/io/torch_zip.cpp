@@ -4,6 +4,7 @@
 #include <zip.h>
 
 #include <cstring>
+#include <unordered_map>
 
 #include "io/pickle.h"
 
@@ -14,13 +15,62 @@ namespace {
 const char* W = "ckpt";
 constexpr uint64_t kMaxPickle = 1ull << 30;  // data.pkl of a huge LLM is a few MB
 
+uint64_t rd(const uint8_t* p, int k) {  // little-endian field
+  uint64_t u = 0;
+  for (int j = k; j-- > 0;) u = (u << 8) | p[j];
+  return u;
+}
+
+// Local header offsets of the entries, from the central directory (libzip does not expose them).
+// Only used to find where a STORED entry's bytes lie; every field is bounds-checked, and an entry
+// missing here is simply read through libzip. ZIP64 (archives over 4 GB) included.
+//   https://pkware.cachefly.net/webdocs/casestudies/APPNOTE.TXT (4.3.12-4.3.16, 4.5.3)
+std::unordered_map<std::string, uint64_t> local_header_offsets(const uint8_t* d, size_t n) {
+  std::unordered_map<std::string, uint64_t> out;
+  if (n < 22) return out;
+  size_t eocd = n - 22, stop = n - 22 > 0xffff ? n - 22 - 0xffff : 0;
+  while (rd(d + eocd, 4) != 0x06054b50) {
+    if (eocd == stop) return out;
+    --eocd;
+  }
+  uint64_t entries = rd(d + eocd + 10, 2), cd = rd(d + eocd + 16, 4);
+  if ((entries == 0xffff || cd == 0xffffffff) && eocd >= 20 && rd(d + eocd - 20, 4) == 0x07064b50) {
+    uint64_t z = rd(d + eocd - 20 + 8, 8);  // ZIP64 end of central directory record
+    if (z > n || n - z < 56 || rd(d + z, 4) != 0x06064b50) return out;
+    entries = rd(d + z + 32, 8);
+    cd = rd(d + z + 48, 8);
+  }
+  uint64_t p = cd;
+  for (uint64_t e = 0; e < entries; ++e) {
+    if (p > n || n - p < 46 || rd(d + p, 4) != 0x02014b50) break;
+    uint64_t comp = rd(d + p + 20, 4), size = rd(d + p + 24, 4), lho = rd(d + p + 42, 4);
+    uint64_t nl = rd(d + p + 28, 2), xl = rd(d + p + 30, 2), cl = rd(d + p + 32, 2);
+    if (n - p - 46 < nl + xl + cl) break;
+    std::string name((const char*)d + p + 46, nl);
+    for (uint64_t x = p + 46 + nl, xe = x + xl; xe - x >= 4;) {  // extra fields: ZIP64 sizes/offset
+      uint64_t id = rd(d + x, 2), len = rd(d + x + 2, 2);
+      if (xe - x - 4 < len) break;
+      if (id == 1) {
+        uint64_t q = x + 4, qe = q + len;
+        for (uint64_t* f : {&size, &comp, &lho})
+          if (*f == 0xffffffff && qe - q >= 8) *f = rd(d + q, 8), q += 8;
+      }
+      x += 4 + len;
+    }
+    out.emplace(std::move(name), lho);
+    p += 46 + nl + xl + cl;
+  }
+  return out;
+}
+
 struct ZipCloser {
   void operator()(zip_t* z) const { zip_discard(z); }
 };
 
 class Archive {
  public:
-  Archive(const uint8_t* data, size_t size, const std::string& name) : name_(name), size_(size) {
+  Archive(const uint8_t* data, size_t size, const std::string& name, std::shared_ptr<void> owner)
+      : name_(name), data_(data), size_(size), owner_(std::move(owner)) {
     zip_error_t e;
     zip_error_init(&e);
     zip_source_t* src = zip_source_buffer_create(data, size, 0, &e);
@@ -34,6 +84,7 @@ class Archive {
     }
     zip_error_fini(&e);
     z_.reset(z);
+    if (owner_) lho_ = local_header_offsets(data, size);
   }
 
   [[noreturn]] void bad(const std::string& what) const { fail(W, name_ + ": " + what); }
@@ -72,6 +123,13 @@ class Archive {
     // Stored entries cannot be larger than the archive; deflate expands at most ~1032x.
     uint64_t limit = (st.valid & ZIP_STAT_COMP_METHOD) && st.comp_method == ZIP_CM_STORE ? size_ : size_ * 1032;
     if (n > cap || n > limit) bad("archive entry '" + path + "' is implausibly large");
+    if (const uint8_t* p = in_place(path, st, n)) {  // stored: a view of the mapping
+      TorchStorage t;
+      t.data = p;
+      t.nbytes = n;
+      t.owner = owner_;
+      return t;
+    }
     auto buf = std::make_shared<Tensor>(Tensor::empty({(int64_t)n}, DType::U8));
     if (n) {
       zip_file_t* f = zip_fopen_index(z_.get(), (zip_uint64_t)idx, 0);
@@ -97,7 +155,25 @@ class Archive {
 
  private:
   std::string name_;
+  const uint8_t* data_;
   size_t size_;
+  std::shared_ptr<void> owner_;
+  std::unordered_map<std::string, uint64_t> lho_;
+
+  // Where the `n` bytes of a STORED, unencrypted entry lie in the archive, or nullptr (read it).
+  const uint8_t* in_place(const std::string& path, const zip_stat_t& st, uint64_t n) const {
+    if (!owner_ || !(st.valid & ZIP_STAT_COMP_METHOD) || st.comp_method != ZIP_CM_STORE ||
+        !(st.valid & ZIP_STAT_COMP_SIZE) || st.comp_size != st.size ||
+        ((st.valid & ZIP_STAT_ENCRYPTION_METHOD) && st.encryption_method != ZIP_EM_NONE))
+      return nullptr;
+    auto it = lho_.find(path);
+    if (it == lho_.end()) return nullptr;
+    uint64_t h = it->second;
+    if (h > size_ || size_ - h < 30 || rd(data_ + h, 4) != 0x04034b50) bad("corrupt local header of '" + path + "'");
+    uint64_t off = h + 30 + rd(data_ + h + 26, 2) + rd(data_ + h + 28, 2);
+    if (off > size_ || size_ - off < n) bad("archive entry '" + path + "' extends past end of file (truncated?)");
+    return data_ + off;
+  }
   std::unique_ptr<zip_t, ZipCloser> z_;
 };
 
@@ -109,8 +185,8 @@ bool is_legacy_torch(const uint8_t* d, size_t n) {
   return n >= sizeof magic && std::memcmp(d, magic, sizeof magic) == 0;
 }
 
-WeightStore parse_torch_zip(const uint8_t* data, size_t size, const std::string& name) {
-  Archive zip(data, size, name);
+WeightStore parse_torch_zip(const uint8_t* data, size_t size, const std::string& name, std::shared_ptr<void> owner) {
+  Archive zip(data, size, name, std::move(owner));
   std::string pre = zip.prefix();
   if (zip.find(pre + "byteorder") >= 0) {
     TorchStorage bo = zip.read(pre + "byteorder", 0, 64);
