@@ -64,12 +64,21 @@ def main():
     # Lightning-style: non-tensor extras (numpy scalar/array, a set, optimizer states holding tensors,
     # callback state) around the state_dict; only state_dict's tensors load.
     import numpy as np
+    import sys
+    import types
+    # A stand-in for pytorch_lightning's ModelCheckpoint (PL 1.4, as in sd-v1-4.ckpt, keys callbacks by class).
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.callbacks.model_checkpoint"):
+        sys.modules[name] = types.ModuleType(name)
+    mod = sys.modules["pytorch_lightning.callbacks.model_checkpoint"]
+    ModelCheckpoint = type("ModelCheckpoint", (), {"__module__": mod.__name__})
+    mod.ModelCheckpoint = ModelCheckpoint
     torch.save({"epoch": 7, "global_step": np.int64(4200), "pytorch-lightning_version": "1.9.0",
                 "state_dict": m.state_dict(),
                 "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 1e-4}]}],
                 "hyper_parameters": {"lr": np.float64(1e-4), "arr": np.arange(3), "tags": {"a", "b"},
                                      "dtype": torch.float16, "device": torch.device("cpu")},
-                "callbacks": {"ModelCheckpoint{'monitor': None}": {"best_model_score": None}}},
+                "callbacks": {ModelCheckpoint: {"best_model_score": torch.tensor(0.5), "dirpath": "/x"},
+                              "ModelCheckpoint{'monitor': None}": {"best_model_score": None}}},
                os.path.join(OUT, "lightning.ckpt"))
 
     # Legacy (pre-1.6) format: must be refused with a clear message.

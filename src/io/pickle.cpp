@@ -361,12 +361,16 @@ class VM {
         {"__builtin__.set", Fn::Inert},
         {"torch.torch_version.TorchVersion", Fn::Inert},
         {"torch.device", Fn::Inert},  // also torch dtypes (torch.float16, ...) below: hyperparameter values
-        {"pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint", Fn::Inert},
-        {"lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint", Fn::Inert},
     };
     auto it = allowed.find(v->s);
     if (it != allowed.end()) {
       v->fn = it->second;
+      return v;
+    }
+    // PyTorch Lightning's training state (callback classes as dict keys, their state) never holds
+    // the weights; treated as opaque data, as ComfyUI's unpickler does.
+    if (mod.rfind("pytorch_lightning.", 0) == 0 || mod.rfind("lightning.", 0) == 0) {
+      v->fn = Fn::Inert;
       return v;
     }
     if (mod == "torch") {
