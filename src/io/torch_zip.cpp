@@ -170,7 +170,11 @@ class Archive {
     if (it == lho_.end()) return nullptr;
     uint64_t h = it->second;
     if (h > size_ || size_ - h < 30 || rd(data_ + h, 4) != 0x04034b50) bad("corrupt local header of '" + path + "'");
-    uint64_t off = h + 30 + rd(data_ + h + 26, 2) + rd(data_ + h + 28, 2);
+    uint64_t nl = rd(data_ + h + 26, 2), off = h + 30 + nl + rd(data_ + h + 28, 2);
+    // The local header must name this entry (guards against a central directory read differently
+    // from libzip's, e.g. duplicate names).
+    if (nl != path.size() || size_ - h - 30 < nl || std::memcmp(data_ + h + 30, path.data(), nl) != 0)
+      bad("local header of '" + path + "' names another entry");
     if (off > size_ || size_ - off < n) bad("archive entry '" + path + "' extends past end of file (truncated?)");
     return data_ + off;
   }
