@@ -13,6 +13,14 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from sd_configs import FAMILIES, VAE
 
 
+def blas_info():
+    """Which BLAS / oneDNN this torch build uses (PyPI wheels bundle MKL and oneDNN)."""
+    cfg = torch.__config__.show()
+    parts = [l.strip("- ").strip() for l in cfg.splitlines() if "MKL-DNN" in l or "oneDNN" in l]
+    parts += [f for f in cfg.replace(",", " ").split() if f.startswith(("BLAS_INFO=", "USE_MKLDNN="))]
+    return parts
+
+
 def timed(fn, reps):
     fn()  # warm-up
     ts = []
@@ -44,7 +52,7 @@ def main():
     z = torch.randn(1, 4, h, h)
     ids = torch.randint(0, 49407, (2, 77))
     res = {"family": a.family, "threads": a.threads, "size": a.size, "torch": torch.__version__,
-           "blas": [l.strip() for l in torch.__config__.show().splitlines() if "BLAS" in l or "MKL" in l or "oneDNN" in l]}
+           "blas": blas_info()}
     with torch.inference_mode():
         from torch.utils.flop_counter import FlopCounterMode
         fc = FlopCounterMode(display=False)
