@@ -196,6 +196,18 @@ TEST(Ops, WeightCache) {
   EXPECT_FALSE(close_bf16(y1, r2, ops::ref::linear(absval(x), absval(w), Tensor())));
 }
 
+TEST(Ops, Info) {
+  std::printf("bf16 faster than f32 here (AMX): %s; threads %d\n", ops::bf16_is_fast() ? "yes" : "no",
+              ops::num_threads());
+  int n = ops::num_threads();
+  ops::set_num_threads(1);
+  EXPECT_EQ(ops::num_threads(), 1);
+  Tensor x = randt({50, 33}, 32), w = randt({17, 33}, 33);
+  EXPECT_TRUE(close_f32(ops::linear(x, w, Tensor()), ops::ref::linear(x, w, Tensor())));
+  ops::set_num_threads(n);
+  EXPECT_THROW(ops::set_compute_dtype(DType::F16), Error);
+}
+
 TEST(Ops, Errors) {
   EXPECT_THROW(ops::linear(randt({2, 3}, 1), randt({4, 5}, 2), Tensor()), Error);
   EXPECT_THROW(ops::conv2d(randt({1, 3, 4, 4}, 1), randt({2, 4, 3, 3}, 2), Tensor(), 1, 1), Error);

@@ -19,6 +19,10 @@ int num_threads();
 // Governs linear, conv2d, bmm and attention's two matmuls; outputs stay f32.
 void set_compute_dtype(DType t);
 DType compute_dtype();
+// Whether BF16 compute is actually faster than F32 on this CPU: true only with AMX
+// (oneDNN's avx512_core_amx). With AVX512-BF16 alone (e.g. this project's 2-core Xeon),
+// vdpbf16ps has half the FMA throughput and oneDNN bf16 matmul/conv measured ~0.55x f32.
+bool bf16_is_fast();
 
 // The CPU backend packs each weight once (oneDNN blocked layout, bf16 in BF16 mode, f32
 // copies of f16/bf16 weights in F32 mode) and caches it by the weight's data pointer,

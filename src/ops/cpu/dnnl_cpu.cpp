@@ -4,8 +4,9 @@
 // reordered once into the primitive's preferred (blocked) layout and cached by their data
 // pointer + shape + dtype + a sampled checksum (see clear_weight_cache in ops.h).
 // Memory cost of the weight cache: BF16 mode keeps one bf16 copy per weight (same bytes as
-// an f16 checkpoint, half of f32). F32 mode keeps an f32 blocked copy of conv weights and
-// an f32 copy of f16/bf16 linear weights (f32 linear weights are used in place).
+// an f16 checkpoint, half of f32). F32 mode keeps one f32 blocked copy per weight (for an
+// f16 checkpoint that is 2x its size, e.g. ~3.4 GB for the SD1.5 UNet; for an f32 one the
+// originals stay mapped beside it; clear_weight_cache() drops the copies).
 #include <cblas.h>
 #include <omp.h>
 
@@ -39,10 +40,9 @@ static const bool g_malloc_tuned = [] {
 
 void set_num_threads(int n) {
   g_threads = n;
-  if (n > 0) {
-    omp_set_num_threads(n);  // OpenMP kernels and oneDNN (built with the OpenMP runtime)
-    openblas_set_num_threads(n);
-  }
+  int t = n > 0 ? n : omp_get_num_procs();
+  omp_set_num_threads(t);  // OpenMP kernels and oneDNN (built with the OpenMP runtime)
+  openblas_set_num_threads(t);
 }
 int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
 void set_compute_dtype(DType t) {
@@ -50,6 +50,10 @@ void set_compute_dtype(DType t) {
   g_compute = t;
 }
 DType compute_dtype() { return g_compute; }
+bool bf16_is_fast() {
+  static const bool amx = get_effective_cpu_isa() >= cpu_isa::avx512_core_amx;
+  return amx;
+}
 
 namespace cpu {
 
@@ -240,16 +244,16 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b_) {
                       (has_b ? "|b" : "") + (bf ? "|bf16" : "|f32");
     auto p = cached_prim(key, [&] {
       memory::desc src({M, K}, cdt, tag::ab), dst({M, N}, dt::f32, tag::ab);
-      // bf16: let oneDNN pick a packed layout; f32: w [N, K] read in place as K x N (ba).
-      memory::desc wei({K, N}, cdt, bf ? tag::any : tag::ba);
+      // Packed (blocked) weights: 3-10% faster than reading w [N, K] in place as K x N (ba).
+      memory::desc wei({K, N}, cdt, tag::any);
       memory::desc bias = has_b ? memory::desc({1, N}, dt::f32, tag::ab) : memory::desc();
       matmul::primitive_desc pd(matmul::desc(src, wei, bias, dst), eng());
       return Prim{matmul(pd), pd.src_desc(), pd.weights_desc(), pd.dst_desc()};
     });
     std::vector<uint16_t> hold;
     memory src = act_memory(x, p->src, hold);
-    memory wei = (!bf && w.dtype() == DType::F32) ? memory(p->wei, eng(), const_cast<void*>(w.raw()))
-                                                  : packed_weight(w, {K, N}, tag::ba, p->wei);
+    bool in_place = w.dtype() == DType::F32 && p->wei == memory::desc({K, N}, dt::f32, tag::ba);
+    memory wei = in_place ? memory(p->wei, eng(), const_cast<void*>(w.raw())) : packed_weight(w, {K, N}, tag::ba, p->wei);
     memory dst(p->dst, eng(), y.raw());
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
     Tensor b;
