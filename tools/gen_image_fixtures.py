@@ -176,6 +176,17 @@ def main():
 
     write_infotext()
 
+    # Seeds for fuzz/fuzz_image.cpp: small inputs of every flavour.
+    corpus = os.path.join(OUT, "..", "..", "..", "fuzz", "corpus", "fuzz_image")
+    os.makedirs(corpus, exist_ok=True)
+    for name in ["src_rgba.png", "src_palette_trns.png", "src_bw1.png", "src_gray4.png", "src_rgba16.png", "src_interlaced.png",
+                 "src_photo.jpg", "src_progressive.jpg", "src_gray.jpg", "src_cmyk.jpg", "text_pil.png", "exif/orient6.jpg",
+                 "exif/orient6.png", "bad_truncated.jpg"]:
+        with open(os.path.join(OUT, name), "rb") as f, open(os.path.join(corpus, name.replace("/", "_")), "wb") as g:
+            g.write(f.read())
+    with open(os.path.join(corpus, "infotext.txt"), "w", encoding="utf8") as f:
+        f.write(json.load(open(os.path.join(OUT, "infotext.json"), encoding="utf8"))[1]["expected"])
+
 
 def a1111_resize_image(resize_mode, im, width, height):
     """modules/images.py resize_image with upscaler_name None (A1111 1.10)."""

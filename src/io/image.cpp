@@ -132,6 +132,11 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name) {
   check_dims(w, h, name);  // before allocating anything of the image's size
   int ch = 0;
   if (!png_setup(r, &ch)) corrupt();
+  // Deflate expands at most 1032:1 and unpacking (1-bit palette -> RGBA) at most 32:1, so a file
+  // this small cannot hold this many pixels: refuse before allocating (a "PNG bomb" header).
+  if ((double)w * h * ch > 33024.0 * (double)size + 65536.0)
+    fail("image", name + ": corrupt PNG data (" + std::to_string(size) + " bytes cannot hold a " + std::to_string(w) +
+                      "x" + std::to_string(h) + " image)");
   Image img;
   img.width = (int)w;
   img.height = (int)h;
