@@ -173,6 +173,7 @@ TEST(ImageErrors, BadFiles) {
   EXPECT_TRUE(contains(err("bad_truncated.jpg"), "bad_truncated.jpg: truncated JPEG data")) << err("bad_truncated.jpg");
   EXPECT_TRUE(contains(err("bad_huge.png"), "image 100000x100000 is too large")) << err("bad_huge.png");
   EXPECT_TRUE(contains(err("bad_toomany.png"), "image 20000x20000 is too large")) << err("bad_toomany.png");
+  EXPECT_TRUE(contains(err("bad_bomb.png"), "bytes cannot hold a 16000x16000 image")) << err("bad_bomb.png");
   EXPECT_TRUE(contains(err("does_not_exist.png"), "cannot open: No such file or directory")) << err("does_not_exist.png");
   EXPECT_TRUE(contains(error_of([] { read_image(tmpdir()); }), "not a regular file"));
   std::string empty = tmpdir() + "/empty.png";

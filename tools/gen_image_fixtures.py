@@ -171,6 +171,8 @@ def main():
     open(os.path.join(OUT, "bad_huge.png"), "wb").write(sig + ihdr + png_chunk(b"IDAT", zlib.compress(b"\0" * 16)) + png_chunk(b"IEND", b""))
     ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))  # 4e8 pixels > 2^28
     open(os.path.join(OUT, "bad_toomany.png"), "wb").write(sig + ihdr + png_chunk(b"IDAT", zlib.compress(b"\0" * 16)) + png_chunk(b"IEND", b""))
+    ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 16000, 16000, 8, 6, 0, 0, 0))  # allowed size, 4 bytes of data
+    open(os.path.join(OUT, "bad_bomb.png"), "wb").write(sig + ihdr + png_chunk(b"IDAT", zlib.compress(b"\0" * 4)) + png_chunk(b"IEND", b""))
     open(os.path.join(OUT, "bad_notimage.png"), "wb").write(b"this is not an image, just text\n")
     open(os.path.join(OUT, "bad_webp.png"), "wb").write(b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\0" * 24)
 
