@@ -4,6 +4,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include <unistd.h>
 
 #include "io/safetensors.h"
 
@@ -17,6 +21,27 @@ struct Stats {
 } stats;
 }  // namespace
 
+namespace {
+// Whatever parses must survive save_safetensors + load_safetensors unchanged (tmpfs file).
+void round_trip(const easel::WeightStore& ws) {
+  static const std::string path = std::string(access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp") +
+                                  "/easel_fuzz_rt_" + std::to_string(getpid()) + ".safetensors";
+  easel::save_safetensors(path, ws.tensors, ws.metadata);
+  easel::WeightStore back = easel::load_safetensors(path);
+  std::remove(path.c_str());
+  bool same = back.tensors.size() == ws.tensors.size() && back.metadata == ws.metadata;
+  for (auto& [k, t] : ws.tensors) {
+    auto it = back.tensors.find(k);
+    same = same && it != back.tensors.end() && it->second.dtype() == t.dtype() && it->second.shape() == t.shape() &&
+           std::memcmp(it->second.raw(), t.raw(), t.nbytes()) == 0;
+  }
+  if (!same) {
+    std::fprintf(stderr, "safetensors round trip changed the tensors or metadata\n");
+    std::abort();
+  }
+}
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     easel::WeightStore ws = easel::parse_safetensors(data, size, nullptr, "fuzz.safetensors");
@@ -27,6 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (size_t i = 0; i < t.nbytes(); ++i) sum = sum + p[i];
       if (t.dtype() == easel::DType::F16 || t.dtype() == easel::DType::BF16) (void)t.to(easel::DType::F32);
     }
+    round_trip(ws);
     ++stats.ok;
   } catch (const easel::Error&) {
     ++stats.rejected;

@@ -474,3 +474,16 @@ TEST(TorchCkpt, StoredEntriesAreViewedInPlaceWithAnOwner) {
   }
   EXPECT_FALSE(inside(viewed.get("model.transposed")));  // strided: gathered into a new tensor
 }
+
+TEST(Safetensors, NonUtf8NameIsAnErrorNotACrash) {
+  TempDir t;
+  std::map<std::string, Tensor> in = {{std::string("bad\xff\xfe"), ramp({2}, DType::F32, 1.f)}};
+  try {
+    save_safetensors(t / "bad.safetensors", in);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_HAS(e.what(), "bad.safetensors");
+    EXPECT_HAS(e.what(), "UTF-8");
+  }
+  EXPECT_FALSE(fs::exists(t / "bad.safetensors"));
+}

@@ -186,7 +186,12 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     h[k] = {{"dtype", dtype_tag(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {off, off + t.nbytes()}}};
     off += t.nbytes();
   }
-  std::string hs = h.dump();
+  std::string hs;
+  try {
+    hs = h.dump();
+  } catch (const nlohmann::json::exception&) {  // a name or metadata string that is not UTF-8
+    fail(W, path + ": a tensor name or metadata value is not valid UTF-8");
+  }
   while ((hs.size() + 8) % 8) hs += ' ';  // keep the data section 8-byte aligned
   static std::atomic<unsigned> counter{0};
   std::string tmp = path + ".tmp" + std::to_string(::getpid()) + "." + std::to_string(counter++);
