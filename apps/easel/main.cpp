@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
   gen->add_option("--steps", g.opt.steps, "sampling steps")->capture_default_str();
   gen->add_option("--cfg-scale", g.opt.cfg_scale, "classifier-free guidance scale")->capture_default_str();
   gen->add_option("-s,--seed", g.seed, "seed")->capture_default_str();
-  gen->add_option("--sampler,--sampling-method", g.opt.sampler, "euler | euler_a | ddim | dpmpp_2m")
+  gen->add_option("--sampler,--sampling-method", g.opt.sampler, "euler | euler_a | ddim | dpmpp_2m | heun | lms | dpmpp_2m_sde | pndm; k_euler, k_euler_a, k_dpmpp_2m, k_heun, k_lms = A1111/k-diffusion")
       ->capture_default_str();
   gen->add_option("--scheduler,--schedule", g.opt.scheduler, "normal | karras")->capture_default_str();
   gen->add_option("-W,--width", g.opt.width, "image width")->capture_default_str();

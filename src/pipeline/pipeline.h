@@ -19,7 +19,7 @@ struct GenerateOptions {
   int steps = 20;
   float cfg_scale = 7.0f;
   uint64_t seed = 42;
-  std::string sampler = "euler_a";    // euler | euler_a | ddim | dpmpp_2m
+  std::string sampler = "euler_a";    // see sampling/schedulers.h: euler, euler_a, ddim, dpmpp_2m, heun, lms, pndm, k_* ...
   std::string scheduler = "normal";   // normal | karras
   std::string rng = "torch-cpu";      // torch-cpu | philox
   int width = 512, height = 512;
