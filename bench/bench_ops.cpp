@@ -2,7 +2,8 @@
 // default (EASEL_THREADS overrides). Gives the machine's measured matmul peak for
 // BENCHMARKS.md: f32 via OpenBLAS (ops::ref::linear) and oneDNN, bf16 via oneDNN.
 //   build/bin/bench_ops --benchmark_filter=Matmul
-// Each benchmark reports GFLOP/s (2*M*N*K per matmul) where it is a matmul-like op.
+// GFLOP/s (2*M*N*K per matmul) are per wall-clock second (UseRealTime): run on a quiet
+// machine. On a busy one, EASEL_THREADS=1 and the CPU column give per-core numbers.
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -53,7 +54,8 @@ BENCHMARK(BM_Matmul)
     ->Args({0, 8192, 320, 2560})->Args({1, 8192, 320, 2560})->Args({2, 8192, 320, 2560})
     ->Args({0, 8192, 1280, 320})->Args({1, 8192, 1280, 320})->Args({2, 8192, 1280, 320})
     ->Args({0, 512, 1280, 1280})->Args({1, 512, 1280, 1280})->Args({2, 512, 1280, 1280})
-    ->Unit(benchmark::kMillisecond);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 void BM_Conv2d(benchmark::State& st) {
   int64_t C = st.range(1), H = st.range(2), O = st.range(3), k = st.range(4);
@@ -73,7 +75,8 @@ BENCHMARK(BM_Conv2d)
     ->ArgsProduct({{1, 2}, {1280}, {16}, {1280}, {3}})
     ->ArgsProduct({{1, 2}, {1280}, {8}, {1280}, {3}})
     ->ArgsProduct({{1, 2}, {960}, {64}, {320}, {1}})
-    ->Unit(benchmark::kMillisecond);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 void BM_Attention(benchmark::State& st) {
   int64_t L = st.range(1), Lk = st.range(2), C = st.range(3), heads = 8;
@@ -91,7 +94,8 @@ BENCHMARK(BM_Attention)
     ->ArgsProduct({{1, 2}, {4096}, {4096}, {320}})
     ->ArgsProduct({{0, 1, 2}, {1024}, {1024}, {640}})
     ->ArgsProduct({{1, 2}, {4096}, {77}, {320}})
-    ->Unit(benchmark::kMillisecond);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 void BM_GroupNormSilu(benchmark::State& st) {
   setup(st, (int)st.range(0));
@@ -108,7 +112,8 @@ BENCHMARK(BM_GroupNormSilu)
     ->ArgNames({"mode", "C", "HW"})
     ->ArgsProduct({{0, 1}, {320}, {64}})
     ->ArgsProduct({{0, 1}, {1280}, {16}})
-    ->Unit(benchmark::kMillisecond);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 

@@ -225,3 +225,18 @@ TEST(Ops, GeluGeglu) {
   std::printf("gelu: rel err %.2e, geglu %.2e\n", rel_err(ops::gelu(x), ops::ref::gelu(x)),
               rel_err(ops::geglu(g), ops::ref::geglu(g)));
 }
+
+TEST(Ops, Layout) {
+  Tensor x = randt({2, 37, 9, 11}, 40);  // L = 99: one full 64-block and a tail
+  Tensor y = ops::nchw_to_nlc(x);
+  ASSERT_EQ(y.shape(), (Shape{2, 99, 37}));
+  for (int64_t n = 0; n < 2; n++)
+    for (int64_t c = 0; c < 37; c++)
+      for (int64_t l = 0; l < 99; l++) ASSERT_EQ(y.f32()[(n * 99 + l) * 37 + c], x.f32()[(n * 37 + c) * 99 + l]);
+  EXPECT_TRUE(test::allclose(ops::nlc_to_nchw(y, 9, 11), x, 0.f, 0.f));
+  Tensor big = randt({2, 320, 64, 64}, 41);
+  EXPECT_TRUE(test::allclose(ops::nlc_to_nchw(ops::nchw_to_nlc(big), 64, 64), big, 0.f, 0.f));
+  Tensor b = randt({2, 37}, 42), xb = x.clone();
+  ops::add_channel_bias_(xb, b);
+  for (int64_t i = 0; i < x.numel(); i++) ASSERT_EQ(xb.f32()[i], x.f32()[i] + b.f32()[i / 99]);
+}

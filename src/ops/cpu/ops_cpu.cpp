@@ -251,9 +251,12 @@ void add_channel_bias_(Tensor& x, const Tensor& b) {
   check_f32(x, "add_channel_bias");
   int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C);
   if (b.numel() != N * C) fail("add_channel_bias", "bias " + b.str() + " does not match " + x.str());
+  float* xp = x.f32();
+  const float* bp = b.f32();
+#pragma omp parallel for if (N * C * S > 32768)
   for (int64_t i = 0; i < N * C; i++) {
-    float v = b.f32()[i];
-    float* p = x.f32() + i * S;
+    float v = bp[i];
+    float* p = xp + i * S;
     for (int64_t s = 0; s < S; s++) p[s] += v;
   }
 }
@@ -313,10 +316,16 @@ Tensor nchw_to_nlc(const Tensor& x) {
   check_f32(x, "nchw_to_nlc");
   int64_t N = x.size(0), C = x.size(1), L = x.size(2) * x.size(3);
   Tensor y = Tensor::empty({N, L, C});
-#pragma omp parallel for collapse(2)
-  for (int64_t n = 0; n < N; n++)
+  const float* xp = x.f32();
+  float* yp = y.f32();
+  // Blocks of 64 positions: the 64 output rows being filled stay in L1 while c advances.
+  int64_t nb = (L + 63) / 64;
+#pragma omp parallel for if (N * L * C > 32768)
+  for (int64_t t = 0; t < N * nb; t++) {
+    int64_t n = t / nb, l0 = t % nb * 64, l1 = std::min(L, l0 + 64);
     for (int64_t c = 0; c < C; c++)
-      for (int64_t l = 0; l < L; l++) y.f32()[(n * L + l) * C + c] = x.f32()[(n * C + c) * L + l];
+      for (int64_t l = l0; l < l1; l++) yp[(n * L + l) * C + c] = xp[(n * C + c) * L + l];
+  }
   return y;
 }
 
@@ -325,10 +334,15 @@ Tensor nlc_to_nchw(const Tensor& x, int64_t h, int64_t w) {
   int64_t N = x.size(0), L = x.size(1), C = x.size(2);
   if (L != h * w) fail("nlc_to_nchw", "length " + std::to_string(L) + " != h*w");
   Tensor y = Tensor::empty({N, C, h, w});
-#pragma omp parallel for collapse(2)
-  for (int64_t n = 0; n < N; n++)
+  const float* xp = x.f32();
+  float* yp = y.f32();
+  int64_t nb = (L + 63) / 64;
+#pragma omp parallel for if (N * L * C > 32768)
+  for (int64_t t = 0; t < N * nb; t++) {
+    int64_t n = t / nb, l0 = t % nb * 64, l1 = std::min(L, l0 + 64);
     for (int64_t c = 0; c < C; c++)
-      for (int64_t l = 0; l < L; l++) y.f32()[(n * C + c) * L + l] = x.f32()[(n * L + l) * C + c];
+      for (int64_t l = l0; l < l1; l++) yp[(n * C + c) * L + l] = xp[(n * L + l) * C + c];
+  }
   return y;
 }
 
