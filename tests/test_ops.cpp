@@ -194,6 +194,16 @@ TEST(Ops, WeightCache) {
   Tensor r2 = ops::ref::linear(x, w, Tensor());
   EXPECT_TRUE(close_bf16(y2, r2, ops::ref::linear(absval(x), absval(w), Tensor())));
   EXPECT_FALSE(close_bf16(y1, r2, ops::ref::linear(absval(x), absval(w), Tensor())));
+  // Temporary weights (a fresh tensor per call) are evicted least-recently-used past the limit.
+  ops::set_weight_cache_limit(3 * 17 * 33 * 2 + 1024);
+  for (int i = 0; i < 10; i++) {
+    Tensor wt = randt({17, 33}, 100 + i);
+    Tensor yt = ops::linear(x, wt, Tensor());
+    EXPECT_TRUE(close_bf16(yt, ops::ref::linear(x, wt, Tensor()), ops::ref::linear(absval(x), absval(wt), Tensor())));
+  }
+  EXPECT_LE(ops::weight_cache_bytes(), 3u * 17u * 33u * 2u + 1024u);
+  ops::set_weight_cache_limit(SIZE_MAX);
+  ops::clear_weight_cache();
 }
 
 TEST(Ops, Info) {

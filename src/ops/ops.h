@@ -25,10 +25,12 @@ DType compute_dtype();
 bool bf16_is_fast();
 
 // The CPU backend packs each weight once (oneDNN blocked layout, bf16 in BF16 mode, f32
-// copies of f16/bf16 weights in F32 mode) and caches it by the weight's data pointer,
-// shape and dtype (plus a sampled checksum). Call this after changing weights in place
-// (LoRA merge/unmerge) or before freeing a model to release the packed copies.
+// in F32 mode) and caches it by the weight's data pointer, shape and dtype (plus a sampled
+// checksum); each entry keeps a reference to its source Tensor. Call clear_weight_cache()
+// after changing weights in place (LoRA merge/unmerge) and after unloading a model.
+// Least recently used entries are dropped beyond the limit (default: half of RAM).
 void clear_weight_cache();
+void set_weight_cache_limit(size_t bytes);
 // Bytes held by the packed-weight cache.
 size_t weight_cache_bytes();
 

@@ -11,6 +11,7 @@
 #include <omp.h>
 
 #include <malloc.h>
+#include <unistd.h>
 
 #include <dnnl.hpp>
 #include <mutex>
@@ -108,15 +109,22 @@ std::string dims_str(const Shape& s) {
 }
 
 // ---- packed weight cache ----
+// Each entry holds a reference to the source Tensor, so its address cannot be reused by
+// another weight while cached. Least recently used entries are dropped past the byte limit.
 struct Packed {
   memory::desc md;
-  memory mem;
-  std::vector<uint16_t> hold16;  // backing store when we allocated it ourselves
-  std::vector<float> hold32;
+  memory mem;  // library-owned, so an evicted entry never frees memory still in use
+  Tensor src;
+  uint64_t last_use = 0;
 };
 std::mutex g_wmu;
 std::unordered_map<std::string, std::vector<std::shared_ptr<Packed>>> g_wcache;
 size_t g_wbytes = 0;
+uint64_t g_tick = 0;
+size_t g_wlimit = [] {  // default: half the physical memory
+  long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz / 2 : (size_t)8 << 30;
+}();
 
 uint64_t sampled_checksum(const Tensor& w) {
   const auto* p = static_cast<const unsigned char*>(w.raw());
@@ -131,54 +139,63 @@ uint64_t sampled_checksum(const Tensor& w) {
   return h;
 }
 
-// Weight `w` (logical dims `dims` in plain layout `user_tag`) as memory of desc `target`
-// (data type `want`), reordered and cached on first use.
+// Drops least recently used entries until the cache fits its limit (g_wmu held).
+void evict_locked() {
+  while (g_wbytes > g_wlimit) {
+    std::string victim_key;
+    size_t victim_i = 0;
+    uint64_t oldest = UINT64_MAX;
+    for (auto& [k, list] : g_wcache)
+      for (size_t i = 0; i < list.size(); i++)
+        if (list[i]->last_use < oldest) oldest = list[i]->last_use, victim_key = k, victim_i = i;
+    if (oldest == UINT64_MAX) break;
+    auto& list = g_wcache[victim_key];
+    g_wbytes -= list[victim_i]->md.get_size();
+    list.erase(list.begin() + (ptrdiff_t)victim_i);
+    if (list.empty()) g_wcache.erase(victim_key);
+  }
+}
+
+// Weight `w` (logical dims `dims` in plain layout `user_tag`) as memory of desc `target`,
+// converted to target's data type, reordered and cached on first use.
 memory packed_weight(const Tensor& w, const memory::dims& dims, tag user_tag, const memory::desc& target) {
   std::string key = std::to_string((uintptr_t)w.raw()) + "|" + dims_str(w.shape()) + "|" +
                     dtype_name(w.dtype()) + "|" + std::to_string(sampled_checksum(w));
   std::lock_guard<std::mutex> lk(g_wmu);
-  auto& list = g_wcache[key];
-  for (auto& p : list)
-    if (p->md == target) return p->mem;
+  for (auto& p : g_wcache[key])
+    if (p->md == target) {
+      p->last_use = ++g_tick;
+      return p->mem;
+    }
   auto p = std::make_shared<Packed>();
   p->md = target;
+  p->src = w;
   dt want = target.data_type();
   memory::desc user_md(dims, want, user_tag);
-  memory user;
-  // Step 1: the weight in the wanted data type, plain layout.
-  if (want == dt::bf16) {
-    if (w.dtype() == DType::BF16) {
-      user = memory(user_md, eng(), const_cast<void*>(w.raw()));
-    } else {
-      p->hold16.resize(w.numel());
-      cpu::any_to_bf16(w, p->hold16.data());
-      user = memory(user_md, eng(), p->hold16.data());
-    }
-  } else {
-    if (w.dtype() == DType::F32) {
-      user = memory(user_md, eng(), const_cast<void*>(w.raw()));
-    } else {
-      p->hold32.resize(w.numel());
-      cpu::any_to_f32(w, p->hold32.data());
-      user = memory(user_md, eng(), p->hold32.data());
-    }
+  // Step 1: the weight in the wanted data type, plain layout (borrowed or converted).
+  std::vector<uint16_t> hold16;
+  std::vector<float> hold32;
+  void* plain = const_cast<void*>(w.raw());
+  if (want == dt::bf16 && w.dtype() != DType::BF16) {
+    hold16.resize(w.numel());
+    cpu::any_to_bf16(w, hold16.data());
+    plain = hold16.data();
+  } else if (want == dt::f32 && w.dtype() != DType::F32) {
+    hold32.resize(w.numel());
+    cpu::any_to_f32(w, hold32.data());
+    plain = hold32.data();
   }
-  // Step 2: the primitive's layout.
-  if (user_md == target && (!p->hold16.empty() || !p->hold32.empty())) {
-    p->mem = user;  // our converted copy is already in the right layout
-  } else {
-    // (also when user_md == target on a borrowed buffer: the cache must own its copy)
-    p->mem = memory(target, eng());
-    reorder(user, p->mem).execute(strm(), user, p->mem);
-    strm().wait();
-    p->hold16.clear();
-    p->hold16.shrink_to_fit();
-    p->hold32.clear();
-    p->hold32.shrink_to_fit();
-  }
+  // Step 2: the primitive's layout, in memory the cache owns.
+  memory user(user_md, eng(), plain);
+  p->mem = memory(target, eng());
+  reorder(user, p->mem).execute(strm(), user, p->mem);
+  strm().wait();
+  p->last_use = ++g_tick;
   g_wbytes += target.get_size();
-  list.push_back(p);
-  return p->mem;
+  g_wcache[key].push_back(p);
+  memory m = p->mem;
+  evict_locked();
+  return m;
 }
 
 // ---- primitive cache ----
@@ -217,6 +234,12 @@ Tensor bias_f32(const Tensor& b) { return b.dtype() == DType::F32 ? b : b.to(DTy
 }
 
 }  // namespace
+
+void set_weight_cache_limit(size_t bytes) {
+  std::lock_guard<std::mutex> lk(g_wmu);
+  g_wlimit = bytes;
+  evict_locked();
+}
 
 void clear_weight_cache() {
   std::lock_guard<std::mutex> lk(g_wmu);
