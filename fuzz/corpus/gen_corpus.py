@@ -96,6 +96,13 @@ torch.save({"a": torch.randn(2)}, buf, _use_new_zipfile_serialization=False)
 write(P, "legacy.pt", buf.getvalue())
 write(P, "tiny.ckpt", zip_bytes({"a": torch.randn(2), "b": torch.arange(3).half()}, 2))
 
+# The same archive re-zipped with deflate: storages read through libzip, not viewed in place.
+tiny = zipfile.ZipFile(io.BytesIO(zip_bytes({"a": torch.randn(2), "b": torch.arange(3).half()}, 2)))
+out = io.BytesIO()
+with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+    for n in tiny.namelist():
+        z.writestr(n, tiny.read(n))
+write(P, "tiny_deflated.ckpt", out.getvalue())
 
 # Regression: a strided view whose extent (size-1)*stride wraps 64 bits, so a naive bounds check
 # passes and the gather reads far past the storage (found in review, fixed in pickle.cpp).
