@@ -54,9 +54,14 @@ Models& models() {
   return *m;
 }
 
+// Args: {precision 0 = f32 / 1 = bf16, image size, weight cache 1 = packed weights kept / 0 = none}.
+// Without the cache each step re-packs the f16 weights (low-memory mode); run the two modes in
+// separate processes (--benchmark_filter) since peak RSS is per process.
 void set_precision(benchmark::State& st) {
   ops::set_compute_dtype(st.range(0) ? DType::BF16 : DType::F32);
-  st.SetLabel(st.range(0) ? "bf16 matmul" : "f32");
+  bool cache = st.range(2) != 0;
+  ops::set_weight_cache_limit(cache ? (size_t)64 << 30 : 0);
+  st.SetLabel(std::string(st.range(0) ? "bf16 matmul" : "f32") + (cache ? ", weight cache" : ", no weight cache"));
 }
 
 // One sampling step of a 512x512 image with guidance: UNet on batch 2.
@@ -90,7 +95,7 @@ void BM_TextEncode(benchmark::State& st) {
 
 }  // namespace
 
-BENCHMARK(BM_UNetStep)->ArgsProduct({{0, 1}, {512}})->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
-BENCHMARK(BM_VAEDecode)->ArgsProduct({{0, 1}, {512}})->Unit(benchmark::kSecond)->Iterations(1)->UseRealTime();
-BENCHMARK(BM_TextEncode)->ArgsProduct({{0, 1}, {512}})->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+BENCHMARK(BM_UNetStep)->ArgsProduct({{0, 1}, {512}, {1, 0}})->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
+BENCHMARK(BM_VAEDecode)->ArgsProduct({{0, 1}, {512}, {1, 0}})->Unit(benchmark::kSecond)->Iterations(1)->UseRealTime();
+BENCHMARK(BM_TextEncode)->ArgsProduct({{0, 1}, {512}, {1}})->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
 BENCHMARK_MAIN();
