@@ -23,6 +23,7 @@ struct GenerateArgs {
   GenerateOptions opt;
   int64_t seed = 42;
   int threads = 0;
+  int64_t weight_cache_mb = -1;
   bool no_hash = false;
 };
 
@@ -42,6 +43,7 @@ void check_writable(const std::string& out) {
 
 int run_generate(GenerateArgs& a) {
   if (a.threads > 0) ops::set_num_threads(a.threads);
+  if (a.weight_cache_mb >= 0) ops::set_weight_cache_limit((size_t)a.weight_cache_mb << 20);
   if (a.precision == "bf16") ops::set_compute_dtype(DType::BF16);
   else if (a.precision == "f32") ops::set_compute_dtype(DType::F32);
   check_writable(a.output);
@@ -111,6 +113,8 @@ int main(int argc, char** argv) {
   gen->add_option("--family", g.family, "override detection: sd1 | sd2");
   gen->add_option("--prediction", g.prediction, "override detection: epsilon | v_prediction");
   gen->add_option("--precision", g.precision, "matmul precision: auto | f32 | bf16")->capture_default_str();
+  gen->add_option("--weight-cache-mb", g.weight_cache_mb,
+                  "memory for packed weights (default: half of RAM; 0 = re-pack each step, lowest memory)");
   gen->add_flag("--no-hash", g.no_hash, "skip the model hash in the PNG parameters");
 
   std::string info_path;
