@@ -46,6 +46,8 @@ int run_generate(GenerateArgs& a) {
   if (a.weight_cache_mb >= 0) ops::set_weight_cache_limit((size_t)a.weight_cache_mb << 20);
   if (a.precision == "bf16") ops::set_compute_dtype(DType::BF16);
   else if (a.precision == "f32") ops::set_compute_dtype(DType::F32);
+  else if (a.precision == "auto") ops::set_compute_dtype(ops::bf16_is_fast() ? DType::BF16 : DType::F32);
+  else fail("generate", "unknown precision '" + a.precision + "' (auto, f32, bf16)");
   check_writable(a.output);
   a.opt.seed = (uint64_t)a.seed;
   if (!a.init_img.empty()) a.opt.init_image = read_image(a.init_img, 3);
@@ -112,7 +114,7 @@ int main(int argc, char** argv) {
   gen->add_option("-o,--output", g.output, "output PNG")->capture_default_str();
   gen->add_option("--family", g.family, "override detection: sd1 | sd2");
   gen->add_option("--prediction", g.prediction, "override detection: epsilon | v_prediction");
-  gen->add_option("--precision", g.precision, "matmul precision: auto | f32 | bf16")->capture_default_str();
+  gen->add_option("--precision", g.precision, "matmul precision: auto (bf16 where the CPU has AMX, else f32) | f32 | bf16")->capture_default_str();
   gen->add_option("--weight-cache-mb", g.weight_cache_mb,
                   "memory for packed weights (default: half of RAM; 0 = re-pack each step, lowest memory)");
   gen->add_flag("--no-hash", g.no_hash, "skip the model hash in the PNG parameters");
