@@ -49,15 +49,17 @@ TEST_P(PipelineParity, MatchesDiffusers) {
   o.on_latents = [&](int, const Tensor& x) { steps.push_back(x.clone()); };
   GenerateResult r = pipe->generate(o);
 
-  // Per-step latents: fp32 differences from accumulation order grow through the steps;
-  // the UNet output is O(1), so 1e-4 absolute stays far below a real error.
+  // Per-step latents: the UNet's fp32 accumulation-order error (~3e-6 on its O(1) output, see
+  // test_unet) is amplified by guidance (7.5x the cond-uncond difference) and by sigma, up to
+  // 14.6 at the first step (x_next = x - sigma*eps for Euler a): 3e-6*7.5*14.6 = 3.3e-4. A wrong
+  // formula or noise order gives errors of order 1.
   for (size_t i = 0; i < steps.size(); i++) {
     std::string key = "latents_" + std::to_string(i);
     ASSERT_TRUE(ref.has(key)) << key;
-    EXPECT_TRUE(test::allclose(steps[i], ref.get(key), 2e-4f, 1e-4f)) << key;
+    EXPECT_TRUE(test::allclose(steps[i], ref.get(key), 6e-4f, 1e-4f)) << key;
   }
   EXPECT_EQ(steps.size(), (size_t)ref.get("timesteps").numel());
-  EXPECT_TRUE(test::allclose(r.latents, ref.get("final_latents"), 2e-4f, 1e-4f));
+  EXPECT_TRUE(test::allclose(r.latents, ref.get("final_latents"), 6e-4f, 1e-4f));
   EXPECT_TRUE(test::allclose(r.decoded, ref.get("image"), 1e-3f, 0));
 
   const Tensor& u8 = ref.get("image_u8");  // [64, 64, 3]
