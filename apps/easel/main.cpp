@@ -25,6 +25,7 @@ struct GenerateArgs {
   int threads = 0;
   int64_t weight_cache_mb = -1;
   bool no_hash = false;
+  bool low_memory = false;
 };
 
 // Fails early (before minutes of sampling) when the output cannot be written.
@@ -43,6 +44,10 @@ void check_writable(const std::string& out) {
 
 int run_generate(GenerateArgs& a) {
   if (a.threads > 0) ops::set_num_threads(a.threads);
+  if (a.low_memory) {
+    a.opt.low_memory = true;
+    if (a.weight_cache_mb < 0) a.weight_cache_mb = 0;
+  }
   if (a.weight_cache_mb >= 0) ops::set_weight_cache_limit((size_t)a.weight_cache_mb << 20);
   if (a.precision == "bf16") ops::set_compute_dtype(DType::BF16);
   else if (a.precision == "f32") ops::set_compute_dtype(DType::F32);
@@ -117,6 +122,8 @@ int main(int argc, char** argv) {
   gen->add_option("--precision", g.precision, "matmul precision: auto (bf16 where the CPU has AMX, else f32) | f32 | bf16")->capture_default_str();
   gen->add_option("--weight-cache-mb", g.weight_cache_mb,
                   "memory for packed weights (default: half of RAM; 0 = re-pack each step, lowest memory)");
+  gen->add_flag("--low-memory", g.low_memory,
+                "lowest peak memory: no packed-weight cache, weight pages dropped between phases (~25% slower)");
   gen->add_flag("--no-hash", g.no_hash, "skip the model hash in the PNG parameters");
 
   std::string info_path;

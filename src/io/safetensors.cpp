@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <mutex>
+#include <set>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -18,11 +20,19 @@ namespace {
 
 const char* W = "safetensors";
 
+// Live read-only file mappings, so their resident pages can be dropped (release_mapped_pages).
+std::mutex g_maps_mu;
+std::set<std::pair<void*, size_t>> g_maps;
+
 struct Mapping {
   void* addr = nullptr;
   size_t size = 0;
   ~Mapping() {
-    if (addr && addr != MAP_FAILED) munmap(addr, size);
+    if (addr && addr != MAP_FAILED) {
+      std::lock_guard<std::mutex> lk(g_maps_mu);
+      g_maps.erase({addr, size});
+      munmap(addr, size);
+    }
   }
 };
 
@@ -87,6 +97,8 @@ std::shared_ptr<void> map_file(const std::string& path, const uint8_t** data, si
       ::close(fd);
       fail("io", path + ": cannot map: " + std::strerror(e));
     }
+    std::lock_guard<std::mutex> lk(g_maps_mu);
+    g_maps.insert({m->addr, m->size});
   }
   ::close(fd);
   *data = (const uint8_t*)m->addr;
@@ -213,6 +225,13 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     std::remove(tmp.c_str());
     fail(W, path + ": cannot write: " + std::strerror(err));
   }
+}
+
+void release_mapped_pages() {
+  std::lock_guard<std::mutex> lk(g_maps_mu);
+  // The mappings are private, read-only and never written: dropping their pages loses nothing;
+  // later reads fault them back in from the page cache.
+  for (auto& [addr, size] : g_maps) madvise(addr, size, MADV_DONTNEED);
 }
 
 }  // namespace easel

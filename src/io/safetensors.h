@@ -19,6 +19,10 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
                       const std::map<std::string, std::string>& metadata = {});
 bool looks_like_safetensors(const uint8_t* data, size_t size);
 
+// Drops the resident pages of every live weight-file mapping (RSS falls; data stays valid and is
+// re-read from the page cache on the next access). Used between phases in low-memory mode.
+void release_mapped_pages();
+
 // Read-only memory map of a whole file; throws with the file name on failure.
 std::shared_ptr<void> map_file(const std::string& path, const uint8_t** data, size_t* size);
 

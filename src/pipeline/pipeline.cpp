@@ -1,17 +1,35 @@
 #include "pipeline/pipeline.h"
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include "models/clip.h"
 #include "models/conditioner.h"
 #include "models/tokenizer.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "io/safetensors.h"
 #include "ops/ops.h"
 #include "sampling/rng.h"
 #include "sampling/schedulers.h"
 
 namespace easel {
+
+namespace {
+// EASEL_VERBOSE=1 prints each phase's wall time to stderr (for profiling whole runs).
+struct PhaseTimer {
+  bool on = std::getenv("EASEL_VERBOSE") != nullptr;
+  std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
+  void mark(const char* what) {
+    if (!on) return;
+    auto now = std::chrono::steady_clock::now();
+    std::fprintf(stderr, "[easel] %s: %.2f s\n", what, std::chrono::duration<double>(now - t).count());
+    t = now;
+  }
+};
+}  // namespace
 
 struct Pipeline::Impl {
   Checkpoint ckpt;
@@ -79,6 +97,7 @@ static Tensor guide(const Tensor& u, const Tensor& c, float s) {
 
 GenerateResult Pipeline::generate(const GenerateOptions& o) const {
   validate(o);
+  PhaseTimer timer;
   const Impl& m = *impl_;
   const ModelConfig& cfg = m.ckpt.config;
   int clip_skip = o.clip_skip > 0 ? o.clip_skip : 1;
@@ -98,6 +117,8 @@ GenerateResult Pipeline::generate(const GenerateOptions& o) const {
     }
   }
 
+  timer.mark("text encode");
+  if (o.low_memory) release_mapped_pages();
   auto rng = make_rng(o.rng, o.seed);
   auto sched = make_scheduler(o.sampler, o.scheduler, cfg.scheduler);
   sched->set_timesteps(o.steps);
@@ -147,12 +168,18 @@ GenerateResult Pipeline::generate(const GenerateOptions& o) const {
     }
     latents = sched->step(pred, i, latents, *rng);
     if (o.on_latents) o.on_latents((int)(i - start + 1), latents);
+    timer.mark("sampling step");
     if (o.on_step && !o.on_step((int)(i - start + 1), total)) fail("generate", "cancelled");
   }
 
+  if (o.low_memory) {
+    ops::clear_weight_cache();
+    release_mapped_pages();
+  }
   GenerateResult r;
   r.latents = latents;
   Tensor dec = m.vae.decode(ops::scale(latents, 1.0f / cfg.vae.scaling_factor));  // [1, 3, H, W] in ~[-1, 1]
+  timer.mark("VAE decode");
   Tensor img01 = Tensor::empty(dec.shape());
   for (int64_t i = 0; i < dec.numel(); i++) img01.f32()[i] = std::clamp(dec.f32()[i] * 0.5f + 0.5f, 0.0f, 1.0f);
   r.decoded = img01;

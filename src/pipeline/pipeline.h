@@ -26,6 +26,9 @@ struct GenerateOptions {
   int clip_skip = 0;                  // 0 = model default; 1 = last layer; 2 = penultimate (A1111)
   std::optional<Image> init_image;    // img2img when set
   float strength = 0.75f;             // img2img denoising strength in (0, 1]
+  // Low-memory mode: drop the weight files' resident pages between phases (text encoder ->
+  // UNet -> VAE). Pair with ops::set_weight_cache_limit(0) for the lowest peak RSS.
+  bool low_memory = false;
   // Called after each sampling step (step is 1-based). Return false to cancel.
   std::function<bool(int step, int total)> on_step;
   // Optional: receives the latents after each step (tests, previews). [1, 4, h, w]
