@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 T=${1:-2}
 MODEL=${EASEL_BENCH_MODEL:-/work/models/sd15.safetensors}
 PY=${PY:-/work/venv/ref/bin/python}
-export OMP_NUM_THREADS=$T EASEL_THREADS=$T
-out=bench/results-$(hostname).txt
+export OMP_NUM_THREADS=$T EASEL_THREADS=$T EASEL_VERBOSE=1
+out=bench/results-${EASEL_BENCH_TAG:-$(hostname)}.txt
 {
   echo "# $(date -u) $(lscpu | grep 'Model name' | sed 's/  */ /g'), threads=$T, load: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "## machine peak (bench_ops: matmul 2048^3, conv, attention)"
@@ -21,9 +21,9 @@ out=bench/results-$(hostname).txt
   EASEL_BENCH_MODEL=$MODEL build/bin/bench_sd --benchmark_filter='BM_UNetStep/0/512/0' 2>&1 | grep -E "^BM_"
   echo "## easel: whole CLI run, 512x512, 4 steps euler, f16 checkpoint (peak RSS via /usr/bin/time)"
   /usr/bin/time -f "wall %e s, peak RSS %M KiB" build/bin/easel generate -m "$MODEL" -p "a photo of a cat" -n blurry \
-    --steps 4 --sampler euler -W 512 -H 512 -t "$T" --no-hash -o /tmp/easel-bench.png 2>&1 | tail -1
-  /usr/bin/time -f "wall %e s, peak RSS %M KiB (--weight-cache-mb 0)" build/bin/easel generate -m "$MODEL" -p "a photo of a cat" \
-    -n blurry --steps 4 --sampler euler -W 512 -H 512 -t "$T" --no-hash --weight-cache-mb 0 -o /tmp/easel-bench.png 2>&1 | tail -1
+    --steps 4 --sampler euler -W 512 -H 512 -t "$T" --no-hash -o /tmp/easel-bench.png 2>&1 | grep -E "^\[easel\]|^wall"
+  /usr/bin/time -f "wall %e s, peak RSS %M KiB (--low-memory)" build/bin/easel generate -m "$MODEL" -p "a photo of a cat" \
+    -n blurry --steps 4 --sampler euler -W 512 -H 512 -t "$T" --no-hash --low-memory -o /tmp/easel-bench.png 2>&1 | grep -E "^\[easel\]|^wall"
   echo "## PyTorch/diffusers, same work, same threads"
   (cd tools && $PY bench_diffusers.py --family sd15 --threads "$T" --reps 2 | tail -1)
 } 2>&1 | tee "$out"
