@@ -60,8 +60,10 @@ Models& models() {
 void set_precision(benchmark::State& st) {
   ops::set_compute_dtype(st.range(0) ? DType::BF16 : DType::F32);
   bool cache = st.range(2) != 0;
+  ops::set_winograd(std::getenv("EASEL_WINOGRAD") != nullptr);
   ops::set_weight_cache_limit(cache ? (size_t)64 << 30 : 0);
-  st.SetLabel(std::string(st.range(0) ? "bf16 matmul" : "f32") + (cache ? ", weight cache" : ", no weight cache"));
+  st.SetLabel(std::string(st.range(0) ? "bf16 matmul" : "f32") + (cache ? ", weight cache" : ", no weight cache") +
+              (ops::winograd() ? ", winograd" : ""));
 }
 
 // One sampling step of a 512x512 image with guidance: UNet on batch 2.

@@ -112,6 +112,21 @@ TEST_P(OpsW, Conv2d) {
   }
 }
 
+// Winograd (oneDNN picks its F(2x2,3x3) kernel on AVX-512): transform round-off makes the bound looser than
+// direct conv's ~1e-6 but stays orders below a wrong result; checked on SD-like channel counts.
+TEST(Ops, Conv2dWinograd) {
+  ops::set_winograd(true);
+  for (int64_t c : {16, 64, 320}) {
+    Tensor x = randt({2, c, 18, 13}, 21), w = randt({32, c, 3, 3}, 22).to(DType::F16), b = randt({32}, 23);
+    Tensor r = ops::ref::conv2d(x, w, b, 1, 1);
+    Tensor y = ops::conv2d(x, w, b, 1, 1);
+    double e = rel_err(y, r);
+    EXPECT_LT(e, 5e-6) << "channels " << c;
+    std::printf("conv2d winograd C=%lld: rel err %.2e\n", (long long)c, e);
+  }
+  ops::set_winograd(false);
+}
+
 INSTANTIATE_TEST_SUITE_P(Weights, OpsW, ::testing::Values(DType::F32, DType::F16, DType::BF16),
                          [](const auto& i) { return std::string(dtype_name(i.param)); });
 

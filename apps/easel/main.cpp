@@ -26,6 +26,7 @@ struct GenerateArgs {
   int64_t weight_cache_mb = -1;
   bool no_hash = false;
   bool low_memory = false;
+  bool winograd = false;
 };
 
 // Fails early (before minutes of sampling) when the output cannot be written.
@@ -44,6 +45,7 @@ void check_writable(const std::string& out) {
 
 int run_generate(GenerateArgs& a) {
   if (a.threads > 0) ops::set_num_threads(a.threads);
+  ops::set_winograd(a.winograd);
   if (a.low_memory) {
     a.opt.low_memory = true;
     if (a.weight_cache_mb < 0) a.weight_cache_mb = 0;
@@ -124,6 +126,7 @@ int main(int argc, char** argv) {
                   "memory for packed weights (default: half of RAM; 0 = re-pack each step, lowest memory)");
   gen->add_flag("--low-memory", g.low_memory,
                 "lowest peak memory: no packed-weight cache, weight pages dropped between phases (~25% slower)");
+  gen->add_flag("--winograd", g.winograd, "Winograd 3x3 convolutions: ~15% faster steps, ~4 GiB more memory (SD1.5)");
   gen->add_flag("--no-hash", g.no_hash, "skip the model hash in the PNG parameters");
 
   std::string info_path;

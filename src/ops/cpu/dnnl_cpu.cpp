@@ -7,6 +7,7 @@
 // an f16 checkpoint, half of f32). F32 mode keeps one f32 blocked copy per weight (for an
 // f16 checkpoint that is 2x its size, e.g. ~3.4 GB for the SD1.5 UNet; for an f32 one the
 // originals stay mapped beside it; clear_weight_cache() drops the copies).
+#include <cstdlib>
 #include <cblas.h>
 #include <omp.h>
 
@@ -217,6 +218,7 @@ std::shared_ptr<Prim> cached_prim(const std::string& key, Make make) {
 }
 
 bool bf16_mode() { return g_compute == DType::BF16; }
+bool g_winograd = false;
 
 // Activation tensor as the given data type: view for f32, converted copy for bf16.
 memory act_memory(const Tensor& x, const memory::desc& md, std::vector<uint16_t>& hold) {
@@ -234,6 +236,9 @@ Tensor bias_f32(const Tensor& b) { return b.dtype() == DType::F32 ? b : b.to(DTy
 }
 
 }  // namespace
+
+void set_winograd(bool on) { g_winograd = on; }
+bool winograd() { return g_winograd; }
 
 void set_weight_cache_limit(size_t bytes) {
   std::lock_guard<std::mutex> lk(g_wmu);
@@ -337,13 +342,16 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b_, int stride, in
   bool bf = bf16_mode(), has_b = b_.defined();
   dt cdt = bf ? dt::bf16 : dt::f32;
   try {
-    std::string key = "conv|" + dims_str(x.shape()) + "|" + dims_str(w.shape()) + "|" + std::to_string(stride) +
+    std::string key = std::string(g_winograd ? "convw|" : "conv|") + dims_str(x.shape()) + "|" + dims_str(w.shape()) + "|" + std::to_string(stride) +
                       "," + std::to_string(pad) + (has_b ? "|b" : "") + (bf ? "|bf16" : "|f32");
     auto p = cached_prim(key, [&] {
       memory::desc src({N, C, H, W}, cdt, tag::any), wei({O, C, kh, kw}, cdt, tag::any);
       memory::desc dst({N, O, OH, OW}, dt::f32, tag::any);
       memory::desc bias = has_b ? memory::desc({O}, dt::f32, tag::x) : memory::desc();
-      convolution_forward::desc d(prop_kind::forward_inference, algorithm::convolution_direct, src, wei, bias, dst,
+      // Winograd for f32 3x3/stride-1 convs (oneDNN F(2x2,3x3) on AVX-512): fewer multiplies, larger packed weights.
+      algorithm alg = g_winograd && kh == 3 && kw == 3 && stride == 1 && !bf ? algorithm::convolution_winograd
+                                                                            : algorithm::convolution_direct;
+      convolution_forward::desc d(prop_kind::forward_inference, alg, src, wei, bias, dst,
                                   {stride, stride}, {pad, pad}, {pad, pad});
       convolution_forward::primitive_desc pd(d, eng());
       return Prim{convolution_forward(pd), pd.src_desc(), pd.weights_desc(), pd.dst_desc()};
