@@ -178,7 +178,12 @@ GenerateResult Pipeline::generate(const GenerateOptions& o) const {
   }
   GenerateResult r;
   r.latents = latents;
+  // Winograd (--winograd) speeds up the UNet's 3x3 convs but slows the VAE's full-resolution ones
+  // and multiplies their workspace, so the decoder always runs direct convolutions.
+  const bool wino = ops::winograd();
+  ops::set_winograd(false);
   Tensor dec = m.vae.decode(ops::scale(latents, 1.0f / cfg.vae.scaling_factor));  // [1, 3, H, W] in ~[-1, 1]
+  ops::set_winograd(wino);
   timer.mark("VAE decode");
   Tensor img01 = Tensor::empty(dec.shape());
   for (int64_t i = 0; i < dec.numel(); i++) img01.f32()[i] = std::clamp(dec.f32()[i] * 0.5f + 0.5f, 0.0f, 1.0f);
