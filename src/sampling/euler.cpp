@@ -80,17 +80,7 @@ class EulerScheduler : public Scheduler {
     const float sigma = sigmas_[i];
     const int64_t n = x.numel();
     const float* s = x.f32();
-    const float* m = model_output.f32();
-    // pred_original_sample
-    denoised_ = Tensor::empty(x.shape());
-    float* pred = denoised_.f32();
-    if (cfg_.prediction_type == "epsilon") {
-      for (int64_t k = 0; k < n; k++) pred[k] = s[k] - sigma * m[k];
-    } else {  // v_prediction
-      const float c_out = -sigma / std::sqrt(sigma * sigma + 1.0f);
-      const float c_skip = sigma * sigma + 1.0f;
-      for (int64_t k = 0; k < n; k++) pred[k] = m[k] * c_out + s[k] / c_skip;
-    }
+    const float* pred = predict_original(model_output, x, sigma);
     Tensor out = Tensor::empty(x.shape());
     float* o = out.f32();
     if (!ancestral_) {
@@ -122,6 +112,24 @@ class EulerScheduler : public Scheduler {
   }
 
  protected:
+  // pred_original_sample for a sigma-parameterised step (epsilon or v_prediction), stored in
+  // denoised_ and returned.  x, model_output [B, C, h, w]
+  float* predict_original(const Tensor& model_output, const Tensor& x, float sigma) {
+    const int64_t n = x.numel();
+    const float* s = x.f32();
+    const float* m = model_output.f32();
+    denoised_ = Tensor::empty(x.shape());
+    float* pred = denoised_.f32();
+    if (cfg_.prediction_type == "epsilon") {
+      for (int64_t k = 0; k < n; k++) pred[k] = s[k] - sigma * m[k];
+    } else {  // v_prediction
+      const float c_out = -sigma / std::sqrt(sigma * sigma + 1.0f);
+      const float c_skip = sigma * sigma + 1.0f;
+      for (int64_t k = 0; k < n; k++) pred[k] = m[k] * c_out + s[k] / c_skip;
+    }
+    return pred;
+  }
+
   bool ancestral_;
 };
 
@@ -152,16 +160,7 @@ class HeunScheduler : public EulerScheduler {
     const float sig_in = first_order_ ? sigma : next;  // sigma_input
     const int64_t n = x.numel();
     const float* s = x.f32();
-    const float* m = model_output.f32();
-    denoised_ = Tensor::empty(x.shape());
-    float* pred = denoised_.f32();
-    if (cfg_.prediction_type == "epsilon") {
-      for (int64_t k = 0; k < n; k++) pred[k] = s[k] - sig_in * m[k];
-    } else {
-      const float c_out = -sig_in / std::sqrt(sig_in * sig_in + 1.0f);
-      const float c_skip = sig_in * sig_in + 1.0f;
-      for (int64_t k = 0; k < n; k++) pred[k] = m[k] * c_out + s[k] / c_skip;
-    }
+    float* pred = predict_original(model_output, x, sig_in);
     if (cfg_.clip_sample)
       for (int64_t k = 0; k < n; k++) pred[k] = std::clamp(pred[k], -1.0f, 1.0f);
     Tensor out = Tensor::empty(x.shape());
@@ -216,16 +215,7 @@ class LMSScheduler : public EulerScheduler {
     const float sigma = sigmas_[i];
     const int64_t n = x.numel();
     const float* s = x.f32();
-    const float* m = model_output.f32();
-    denoised_ = Tensor::empty(x.shape());
-    float* pred = denoised_.f32();
-    if (cfg_.prediction_type == "epsilon") {
-      for (int64_t k = 0; k < n; k++) pred[k] = s[k] - sigma * m[k];
-    } else {
-      const float c_out = -sigma / std::sqrt(sigma * sigma + 1.0f);
-      const float c_skip = sigma * sigma + 1.0f;
-      for (int64_t k = 0; k < n; k++) pred[k] = m[k] * c_out + s[k] / c_skip;
-    }
+    const float* pred = predict_original(model_output, x, sigma);
     Tensor d = Tensor::empty(x.shape());
     for (int64_t k = 0; k < n; k++) d.f32()[k] = (s[k] - pred[k]) / sigma;
     derivatives_.push_back(d);
