@@ -25,16 +25,7 @@ class DDIMScheduler : public Scheduler {
     const int T = cfg_.num_train_timesteps;
     EASEL_CHECK(n >= 1 && n <= T, "scheduler", "num_inference_steps must be in [1, num_train_timesteps]");
     n_ = n;
-    std::vector<int64_t> ts;
-    if (cfg_.timestep_spacing == "linspace") {
-      for (double v : np_linspace(0, T - 1, n)) ts.push_back((int64_t)np_round(v));
-      std::reverse(ts.begin(), ts.end());
-    } else if (cfg_.timestep_spacing == "leading") {
-      const int ratio = T / n;
-      for (int i = n - 1; i >= 0; i--) ts.push_back((int64_t)i * ratio + cfg_.steps_offset);
-    } else {  // trailing
-      for (double v : np_arange(T, 0, -(double)T / n)) ts.push_back((int64_t)np_round(v) - 1);
-    }
+    std::vector<int64_t> ts = integer_timesteps(cfg_, n);
     // "trailing" can end in -1 (numpy.arange yields an extra element for some step counts, e.g.
     // 61); diffusers then indexes alphas_cumprod[-1], i.e. the last entry. ac() does the same.
     for (int64_t t : ts)

@@ -26,16 +26,8 @@ class PNDMScheduler : public Scheduler {
     const int T = cfg_.num_train_timesteps;
     EASEL_CHECK(n >= 1 && n <= T, "scheduler", "num_inference_steps must be in [1, num_train_timesteps]");
     n_ = n;
-    std::vector<int64_t> ts;  // ascending, as diffusers' _timesteps
-    if (cfg_.timestep_spacing == "linspace") {
-      for (double v : np_linspace(0, T - 1, n)) ts.push_back((int64_t)np_round(v));
-    } else if (cfg_.timestep_spacing == "leading") {
-      const int ratio = T / n;
-      for (int i = 0; i < n; i++) ts.push_back((int64_t)i * ratio + cfg_.steps_offset);
-    } else {  // trailing
-      std::vector<double> v = np_arange(T, 0, -(double)T / n);
-      for (auto it = v.rbegin(); it != v.rend(); ++it) ts.push_back((int64_t)np_round(*it) - 1);
-    }
+    std::vector<int64_t> ts = integer_timesteps(cfg_, n);  // ascending, as diffusers' _timesteps
+    std::reverse(ts.begin(), ts.end());
     // plms_timesteps = concat(ts[:-1], ts[-2:-1], ts[-1:])[::-1]
     std::vector<int64_t> plms(ts.begin(), ts.end() - 1);
     if (ts.size() >= 2) plms.push_back(ts[ts.size() - 2]);

@@ -27,6 +27,10 @@ double json_decimal(float v);
 std::vector<double> np_linspace(double start, double stop, int num);
 // numpy.arange(start, stop, step) in float64 (length and fill as numpy computes them).
 std::vector<double> np_arange(double start, double stop, double step);
+// Integer training timesteps for n inference steps, descending (DDIMScheduler's order), per the
+// config's timestep_spacing (linspace | leading | trailing) and steps_offset. "trailing" may end in
+// -1 for some n (numpy.arange's extra element), as in diffusers.
+std::vector<int64_t> integer_timesteps(const SchedulerConfig& cfg, int n);
 // numpy.round (half to even).
 double np_round(double x);
 // numpy.interp(x, arange(len(fp)), fp) in float64.

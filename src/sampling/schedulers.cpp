@@ -112,6 +112,21 @@ std::vector<double> np_arange(double start, double stop, double step) {
   return y;
 }
 
+std::vector<int64_t> integer_timesteps(const SchedulerConfig& cfg, int n) {
+  const int T = cfg.num_train_timesteps;
+  std::vector<int64_t> ts;
+  if (cfg.timestep_spacing == "linspace") {
+    for (double v : np_linspace(0, T - 1, n)) ts.push_back((int64_t)np_round(v));
+    std::reverse(ts.begin(), ts.end());
+  } else if (cfg.timestep_spacing == "leading") {
+    const int ratio = T / n;
+    for (int i = n - 1; i >= 0; i--) ts.push_back((int64_t)i * ratio + cfg.steps_offset);
+  } else {  // trailing
+    for (double v : np_arange(T, 0, -(double)T / n)) ts.push_back((int64_t)np_round(v) - 1);
+  }
+  return ts;
+}
+
 double np_round(double x) { return std::nearbyint(x); }  // default rounding mode: half to even
 
 std::vector<double> np_interp(const std::vector<double>& x, const std::vector<float>& fp) {
