@@ -12,6 +12,8 @@ namespace easel::test {
 std::string fixture(const std::string& rel);  // EASEL_FIXTURES/rel
 // Loads a reference dump (safetensors) written by tools/gen_fixtures.py.
 WeightStore load_ref(const std::string& rel);
+// Largest |x| (for tolerances scaled to a tensor's magnitude).
+float max_abs(const Tensor& t);
 // Asserts same shape and |a-b| <= atol + rtol*|b| elementwise; reports the worst element.
 ::testing::AssertionResult allclose(const Tensor& a, const Tensor& b, float atol, float rtol);
 

@@ -26,12 +26,6 @@ std::string ts_key(double ts) {
   return s;
 }
 
-float max_abs(const Tensor& t) {
-  float m = 0;
-  for (float v : t.to_vector()) m = std::max(m, std::fabs(v));
-  return m;
-}
-
 // Tolerance: the reference is fp32 torch on one thread; we differ only in the order of fp32
 // accumulations (conv/matmul/softmax/norm reductions over up to a few thousand terms, ~1e-7
 // relative each). Through ~40 chained layers on O(1) activations that compounds to ~1e-5; we
@@ -69,7 +63,7 @@ TEST_P(UNetRef, MatchesDiffusersBlockByBlock) {
       std::string k = key + "." + name;
       if (!ref.has(k)) return;
       const Tensor& r = ref.get(k);
-      float tol = std::max(1.0f, max_abs(r));
+      float tol = std::max(1.0f, test::max_abs(r));
       EXPECT_TRUE(test::allclose(out, r, kAtol * tol, kRtol)) << name;
       compared++;
     };

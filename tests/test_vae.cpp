@@ -13,19 +13,13 @@ using namespace easel;
 
 namespace {
 
-float max_abs(const Tensor& t) {
-  float m = 0;
-  for (float v : t.to_vector()) m = std::max(m, std::fabs(v));
-  return m;
-}
-
 // Tolerance: fp32 torch on one thread vs our fp32 kernels differ only in accumulation order
 // (~1e-7 relative per reduction); over ~25 chained convs/norms on O(1)-O(10) activations that
 // compounds to ~1e-5. Allow 1e-4 absolute per unit of the tensor's magnitude + 1e-4 relative.
 constexpr float kAtol = 1e-4f, kRtol = 1e-4f;
 
 ::testing::AssertionResult close(const Tensor& a, const Tensor& ref) {
-  return test::allclose(a, ref, kAtol * std::max(1.0f, max_abs(ref)), kRtol);
+  return test::allclose(a, ref, kAtol * std::max(1.0f, test::max_abs(ref)), kRtol);
 }
 
 struct Source {
