@@ -13,7 +13,7 @@
 namespace easel {
 
 struct CheckpointOverrides {
-  std::string family;           // "sd1" | "sd2"; "" = detect
+  std::string family;           // "sd1" | "sd2" | "sdxl" | "sdxl_refiner"; "" = detect
   std::string prediction_type;  // "epsilon" | "v_prediction"; "" = detect
   int clip_skip = 0;            // recorded for the pipeline; 0 = model default
 };
@@ -26,7 +26,11 @@ struct Checkpoint {
   WeightStore text_encoder;  // HF CLIPTextModel naming WITHOUT "text_model.":
                              // "embeddings.token_embedding.weight", "encoder.layers.0.self_attn.q_proj.weight",
                              // "final_layer_norm.weight"
+                             // Empty for the SDXL refiner (it has only text_encoder_2).
+  WeightStore text_encoder_2;  // SDXL: OpenCLIP bigG in the same naming, plus "text_projection.weight"
+                               // [proj, C] (transformers CLIPTextModelWithProjection); all layers kept.
   std::string tokenizer_dir; // diffusers folder's tokenizer/ if present (else "": use the shipped vocab)
+  std::string tokenizer_2_dir;  // diffusers folder's tokenizer_2/ if present (SDXL)
   std::vector<std::string> unknown_keys;  // keys that belong to no component (reported by `easel info`)
 };
 

@@ -39,7 +39,12 @@ struct UNetConfig {  // diffusers UNet2DConditionModel
   float norm_eps = 1e-5f;
   bool flip_sin_to_cos = true;
   int freq_shift = 0;
-  // SDXL later: addition_embed_type, projection_class_embeddings_input_dim, ...
+  // SDXL added conditioning (diffusers addition_embed_type "text_time"): each time id goes through
+  // a sinusoidal add_time_proj of addition_time_embed_dim channels; concat(text_embeds, those) ->
+  // add_embedding (linear_1 -> SiLU -> linear_2, LDM "label_emb.0.0/2") is added to the time embedding.
+  std::string addition_embed_type;                // "" (SD1/SD2) | "text_time" (SDXL)
+  int addition_time_embed_dim = 0;                // 256 for SDXL
+  int projection_class_embeddings_input_dim = 0;  // 2816 = 6*256 + 1280 (base), 2560 = 5*256 + 1280 (refiner)
   int heads_at(size_t level) const {
     return num_attention_heads.empty() ? attention_head_dim[level] : num_attention_heads[level];
   }
@@ -52,7 +57,9 @@ struct VAEConfig {  // diffusers AutoencoderKL
   std::vector<int> block_out_channels = {128, 256, 512, 512};
   int layers_per_block = 2;
   int norm_num_groups = 32;
-  float scaling_factor = 0.18215f;
+  float scaling_factor = 0.18215f;  // SDXL: 0.13025
+  int sample_size = 512;            // tiled decode/encode tile size in pixels (diffusers tile_sample_min_size)
+  bool force_upcast = true;         // diffusers: run in f32 (easel always computes the VAE in f32)
   int downscale() const { return 1 << (block_out_channels.size() - 1); }
 };
 
@@ -76,14 +83,23 @@ struct SchedulerConfig {  // diffusers scheduler_config.json
 };
 
 struct ModelConfig {
-  std::string family = "sd1";  // "sd1" | "sd2"
+  std::string family = "sd1";  // "sd1" | "sd2" | "sdxl" (base) | "sdxl_refiner"
+  // sd1/sd2: the text encoder. sdxl: CLIP ViT-L (text_encoder); unused by the refiner (it has none).
   TextEncoderConfig text;
+  // sdxl/sdxl_refiner: OpenCLIP ViT-bigG with its projection (text_encoder_2).
+  TextEncoderConfig text_2;
   UNetConfig unet;
   VAEConfig vae;
   SchedulerConfig scheduler;
   // Tokenizer padding: SD1's CLIP pads with <|endoftext|> (49407); SD2's OpenCLIP tokenizer
   // config pads with "!" (id 0).
   int pad_token_id = 49407;
+  int pad_token_id_2 = 0;  // tokenizer_2 (SDXL) pads with "!"
+  // diffusers model_index.json flags: SDXL base true / refiner false; refiner only.
+  bool force_zeros_for_empty_prompt = false;
+  bool requires_aesthetics_score = false;
+  bool is_sdxl() const { return family == "sdxl" || family == "sdxl_refiner"; }
+  bool has_text_1() const { return family != "sdxl_refiner"; }
 };
 
 }  // namespace easel
