@@ -92,6 +92,17 @@ Tensor CLIPTextModel::forward(const Tensor& ids, int clip_skip) const {
   return final_layer_norm(hs.back());
 }
 
+Tensor CLIPTextModel::hidden_layer(const Tensor& ids, int skip, Tensor* projected, int eos_id) const {
+  const int n = (int)layers.size();
+  if (skip < 1 || skip > n)
+    fail("clip", "hidden_layer: skip " + std::to_string(skip) + " outside 1.." + std::to_string(n) + " layers");
+  if (projected && !text_projection.defined())
+    fail("clip", "hidden_layer: this text encoder has no text_projection.weight for the pooled output");
+  auto hs = hidden_states(ids, projected ? n : n - skip);  // [0] embeddings, [i] layer i
+  if (projected) *projected = project(pooled(final_layer_norm(hs.back()), ids, eos_id));  // [B, proj]
+  return hs[n - skip];
+}
+
 Tensor CLIPTextModel::pooled(const Tensor& hidden, const Tensor& ids, int eos_id) {
   const int64_t B = hidden.size(0), L = hidden.size(1), C = hidden.size(2);
   if (ids.dim() != 2 || ids.size(0) != B || ids.size(1) != L)

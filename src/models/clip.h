@@ -50,6 +50,11 @@ struct CLIPTextModel {
   // norm). Only layers 1..n_layers are run (n_layers < 0: all).
   std::vector<Tensor> hidden_states(const Tensor& ids, int n_layers = -1) const;
 
+  // SDXL in one pass: hidden_states[-(skip+1)] without final_layer_norm -> [B, L, C] (skip >= 1;
+  // 1 = penultimate) and, when `projected` is given, project(pooled(final_layer_norm(last layer), ids,
+  // eos_id)) -> [B, proj] (transformers' CLIPTextModelWithProjection text_embeds).
+  Tensor hidden_layer(const Tensor& ids, int skip, Tensor* projected = nullptr, int eos_id = 49407) const;
+
   // pooler_output: hidden [B, L, C] at each row's first eos_id in ids (argmax id when absent) -> [B, C].
   static Tensor pooled(const Tensor& hidden, const Tensor& ids, int eos_id = 49407);
   // pooled [B, C] @ text_projection^T -> [B, proj] (needs text_projection).

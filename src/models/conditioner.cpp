@@ -9,35 +9,42 @@ namespace easel {
 
 namespace {
 
-std::vector<PromptChunk> chunks_for(const Tokenizer& tok, const std::string& prompt, const PromptOptions& opt) {
-  ChunkOptions co;
-  co.comma_backtrack = opt.comma_backtrack;
-  co.emphasis = opt.emphasis != Emphasis::None;
-  return chunk_prompt(tok, extract_lora_tags(prompt), co);
-}
-
 // Encodes chunks as one batch [n, 77] -> [1, 77*n, C] with emphasis.
 Tensor encode_chunks(const CLIPTextModel& clip, const Tokenizer& tok, const std::vector<PromptChunk>& chunks,
                      const PromptOptions& opt) {
   const int64_t n = (int64_t)chunks.size(), L = (int64_t)chunks[0].tokens.size();
-  Tensor ids = Tensor::empty({n, L}, DType::I64);
   std::vector<float> mult;
-  for (int64_t c = 0; c < n; c++) {
-    const auto& t = chunks[c].tokens;
-    int64_t* row = ids.data<int64_t>() + c * L;
-    bool after_eos = false;  // SD2: everything after the first EOS becomes pad_id
-    for (int64_t i = 0; i < L; i++) {
-      row[i] = after_eos && tok.eos_id() != opt.pad_id ? opt.pad_id : t[i];
-      after_eos |= t[i] == tok.eos_id();
-    }
-    mult.insert(mult.end(), chunks[c].multipliers.begin(), chunks[c].multipliers.end());
-  }
+  Tensor ids = chunk_ids(chunks, tok, opt.pad_id, &mult);  // [n, 77]
   Tensor z = clip.forward(ids, opt.clip_skip);  // [n, 77, C]
   apply_emphasis(z, mult, opt.emphasis);
   return z.reshape({1, n * L, z.size(2)});
 }
 
 }  // namespace
+
+std::vector<PromptChunk> prompt_chunks(const Tokenizer& tok, const std::string& prompt, const PromptOptions& opt) {
+  ChunkOptions co;
+  co.comma_backtrack = opt.comma_backtrack;
+  co.emphasis = opt.emphasis != Emphasis::None;
+  return chunk_prompt(tok, extract_lora_tags(prompt), co);
+}
+
+Tensor chunk_ids(const std::vector<PromptChunk>& chunks, const Tokenizer& tok, int pad_id, std::vector<float>* mult) {
+  if (chunks.empty()) fail("conditioner", "chunk_ids: no chunks");
+  const int64_t n = (int64_t)chunks.size(), L = (int64_t)chunks[0].tokens.size();
+  Tensor ids = Tensor::empty({n, L}, DType::I64);
+  for (int64_t c = 0; c < n; c++) {
+    const auto& t = chunks[c].tokens;
+    int64_t* row = ids.data<int64_t>() + c * L;
+    bool after_eos = false;  // SD2: everything after the first EOS becomes pad_id
+    for (int64_t i = 0; i < L; i++) {
+      row[i] = after_eos && tok.eos_id() != pad_id ? pad_id : t[i];
+      after_eos |= t[i] == tok.eos_id();
+    }
+    if (mult) mult->insert(mult->end(), chunks[c].multipliers.begin(), chunks[c].multipliers.end());
+  }
+  return ids;
+}
 
 void apply_emphasis(Tensor& z, const std::vector<float>& mult, Emphasis mode) {
   const int64_t n = z.size(0), L = z.size(1), C = z.size(2);
@@ -64,19 +71,19 @@ void apply_emphasis(Tensor& z, const std::vector<float>& mult, Emphasis mode) {
 }
 
 int prompt_chunk_count(const Tokenizer& tok, const std::string& prompt, const PromptOptions& opt) {
-  return (int)chunks_for(tok, prompt, opt).size();
+  return (int)prompt_chunks(tok, prompt, opt).size();
 }
 
 Tensor encode_prompt(const CLIPTextModel& clip, const Tokenizer& tok, const std::string& prompt,
                      const PromptOptions& opt, int n_chunks_min) {
-  auto chunks = chunks_for(tok, prompt, opt);
+  auto chunks = prompt_chunks(tok, prompt, opt);
   if ((int)chunks.size() < n_chunks_min) chunks.resize(n_chunks_min, empty_chunk(tok));
   return encode_chunks(clip, tok, chunks, opt);
 }
 
 Conditioning encode_prompt_pair(const CLIPTextModel& clip, const Tokenizer& tok, const std::string& prompt,
                                 const std::string& negative_prompt, const PromptOptions& opt) {
-  auto c = chunks_for(tok, prompt, opt), u = chunks_for(tok, negative_prompt, opt);
+  auto c = prompt_chunks(tok, prompt, opt), u = prompt_chunks(tok, negative_prompt, opt);
   size_t k = std::max(c.size(), u.size());
   c.resize(k, empty_chunk(tok));
   u.resize(k, empty_chunk(tok));

@@ -66,6 +66,13 @@ Conditioning encode_prompt_pair(const CLIPTextModel& clip, const Tokenizer& tok,
 Tensor encode_diffusers(const CLIPTextModel& clip, const Tokenizer& tok, const std::string& prompt, int clip_skip = 1,
                         int pad_id = 49407);
 
+// The A1111 chunks of a prompt (<lora:> tags removed; attention syntax unless opt.emphasis is None).
+std::vector<PromptChunk> prompt_chunks(const Tokenizer& tok, const std::string& prompt, const PromptOptions& opt = {});
+// Chunks -> ids [n, 77] (i64), ids after each chunk's first EOS set to pad_id; the per-token
+// multipliers are appended to *multipliers when given.
+Tensor chunk_ids(const std::vector<PromptChunk>& chunks, const Tokenizer& tok, int pad_id,
+                 std::vector<float>* multipliers = nullptr);
+
 // Emphasis on one encoded chunk batch: z [n, 77, C] *= multipliers [n*77], mean restored per chunk
 // (Original) or not (NoNorm). Exposed for tests.
 void apply_emphasis(Tensor& z, const std::vector<float>& multipliers, Emphasis mode);

@@ -167,6 +167,17 @@ void UNet2DConditionModel::load(const WeightStore& w, const UNetConfig& cfg) {
   int64_t c0 = ch[0], temb = 4 * c0;
 
   time_embedding.load(w, "time_embedding", c0, temb);
+  if (cfg.addition_embed_type == "text_time") {
+    if (cfg.addition_time_embed_dim <= 0 || cfg.projection_class_embeddings_input_dim <= 0)
+      fail("unet", w.source + ": addition_embed_type \"text_time\" needs addition_time_embed_dim and "
+                              "projection_class_embeddings_input_dim");
+    add_embedding.emplace();
+    add_embedding->load(w, "add_embedding", cfg.projection_class_embeddings_input_dim, temb);
+  } else if (cfg.addition_embed_type.empty()) {
+    add_embedding.reset();
+  } else {
+    fail("unet", w.source + ": unsupported addition_embed_type '" + cfg.addition_embed_type + "'");
+  }
   conv_in.load(w, "conv_in", cfg.in_channels, c0, 3);
 
   down_blocks.assign(levels, {});
@@ -192,13 +203,48 @@ void UNet2DConditionModel::load(const WeightStore& w, const UNetConfig& cfg) {
   conv_out.load(w, "conv_out", c0, cfg.out_channels, 3);
 }
 
-Tensor UNet2DConditionModel::time_embed(const std::vector<float>& timesteps, const UNetTrace* trace) const {
-  int64_t c0 = config.block_out_channels[0];
-  Tensor t = timestep_embedding(timesteps, (int)c0, config.flip_sin_to_cos, (float)config.freq_shift);  // [B, C0]
+Tensor unet_time_embed(const UNetConfig& cfg, const TimestepEmbedding& time_embedding,
+                       const TimestepEmbedding* add_embedding, const std::vector<float>& timesteps,
+                       const Tensor* text_embeds, const Tensor* time_ids, const UNetTrace* trace) {
+  const int64_t B = (int64_t)timesteps.size();
+  const bool text_time = cfg.addition_embed_type == "text_time";
+  if (text_time != (add_embedding != nullptr))
+    fail("unet", "add_embedding is " + std::string(add_embedding ? "loaded" : "missing") +
+                     " but addition_embed_type is '" + cfg.addition_embed_type + "'");
+  if (!text_time && (text_embeds || time_ids))
+    fail("unet", "text_embeds/time_ids given to a UNet without SDXL added conditioning (addition_embed_type '" +
+                     cfg.addition_embed_type + "')");
+  Tensor t = timestep_embedding(timesteps, cfg.block_out_channels[0], cfg.flip_sin_to_cos,
+                                (float)cfg.freq_shift);  // [B, C0]
   if (trace) (*trace)("time_proj", t);
   Tensor temb = time_embedding(t);  // [B, 4*C0]
   if (trace) (*trace)("time_embedding", temb);
+  if (!text_time) return temb;
+
+  // SDXL: add_embedding(concat(text_embeds, add_time_proj(time_ids).reshape(B, -1))).
+  if (!text_embeds || !time_ids)
+    fail("unet", "this SDXL UNet (addition_embed_type \"text_time\") needs text_embeds (pooled) and time_ids");
+  const int64_t dim = cfg.addition_time_embed_dim, P_in = cfg.projection_class_embeddings_input_dim;
+  const Tensor &te = *text_embeds, &ids = *time_ids;
+  if (te.dim() != 2 || te.size(0) != B || ids.dim() != 2 || ids.size(0) != B ||
+      te.size(1) + ids.size(1) * dim != P_in)
+    fail("unet", "SDXL added conditioning: text_embeds " + te.str() + " and time_ids " + ids.str() +
+                     " are not [" + std::to_string(B) + ", P] and [" + std::to_string(B) + ", n] with P + n*" +
+                     std::to_string(dim) + " = projection_class_embeddings_input_dim " + std::to_string(P_in));
+  std::vector<float> flat = ids.to_vector();  // [B*n]
+  Tensor tp = timestep_embedding(flat, (int)dim, cfg.flip_sin_to_cos, (float)cfg.freq_shift);  // [B*n, dim]
+  if (trace) (*trace)("add_time_proj", tp);
+  Tensor add_in = ops::concat({te.to(DType::F32), tp.reshape({B, ids.size(1) * dim})}, 1);  // [B, P_in]
+  Tensor aug = (*add_embedding)(add_in);  // [B, 4*C0]
+  if (trace) (*trace)("add_embedding", aug);
+  ops::add_(temb, aug);
   return temb;
+}
+
+Tensor UNet2DConditionModel::time_embed(const std::vector<float>& timesteps, const Tensor* text_embeds,
+                                        const Tensor* time_ids, const UNetTrace* trace) const {
+  return unet_time_embed(config, time_embedding, add_embedding ? &*add_embedding : nullptr, timesteps, text_embeds,
+                         time_ids, trace);
 }
 
 Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<float>& timesteps,
@@ -217,13 +263,11 @@ Tensor UNet2DConditionModel::forward(const Tensor& sample, const std::vector<flo
   if (ts.size() == 1 && B > 1) ts.assign(B, timesteps[0]);  // diffusers: timesteps.expand(B)
   if ((int64_t)ts.size() != B)
     fail("unet", std::to_string(ts.size()) + " timesteps for a batch of " + std::to_string(B));
-  if (extras && (extras->text_embeds || extras->time_ids))
-    fail("unet", "SDXL added conditioning (text_embeds/time_ids) is not implemented");
-
   const UNetTrace* trace = extras && extras->trace ? &extras->trace : nullptr;
 
   // Every resnet applies SiLU to the time embedding first; do it once.
-  Tensor temb_act = ops::silu(time_embed(ts, trace));  // [B, 4*C0]
+  Tensor temb_act = ops::silu(time_embed(ts, extras ? extras->text_embeds : nullptr,
+                                         extras ? extras->time_ids : nullptr, trace));  // [B, 4*C0]
 
   std::vector<Tensor> skips;
   Tensor x = conv_in(sample);  // [B, C0, h, w]

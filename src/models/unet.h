@@ -1,7 +1,7 @@
-// UNet2DConditionModel (SD1.x / SD2.x), diffusers naming.
+// UNet2DConditionModel (SD1.x / SD2.x / SDXL base and refiner), diffusers naming.
 //   https://github.com/huggingface/diffusers/blob/main/src/diffusers/models/unets/unet_2d_condition.py
 //   https://github.com/huggingface/diffusers/blob/main/src/diffusers/models/unets/unet_2d_blocks.py
-// Paper: Rombach et al., https://arxiv.org/abs/2112.10752
+// Papers: Rombach et al., https://arxiv.org/abs/2112.10752; SDXL (Podell et al.), https://arxiv.org/abs/2307.01952
 // The down/mid blocks are separate structs so the ControlNet (a copy of the encoder half)
 // can reuse them.
 #pragma once
@@ -66,17 +66,31 @@ struct UNetExtras {
   // after the last resnet/attention pair of a CrossAttnDownBlock2D, after a DownBlock2D (its last
   // skip included); a leftover one matching the mid-block output is added there.
   const std::vector<Tensor>* down_intrablock = nullptr;
-  // SDXL added conditioning (addition_embed_type "text_time"): pooled text embeds [B, 1280] and
-  // time ids [B, 6]. Not implemented yet: add_time_proj + add_embedding.linear_1/2 into temb.
+  // SDXL added conditioning (addition_embed_type "text_time"), required there and rejected otherwise:
+  // pooled text embeds [B, P] and time ids [B, n_ids] (base 6, refiner 5) with
+  // P + n_ids * addition_time_embed_dim == projection_class_embeddings_input_dim.
   const Tensor* text_embeds = nullptr;
   const Tensor* time_ids = nullptr;
   // Called with every block's output under its diffusers module name (tests, debugging).
   UNetTrace trace;
 };
 
+// time_proj + time_embedding, plus for "text_time" configs (SDXL)
+//   add_embedding(concat(text_embeds [B, P], add_time_proj(time_ids).reshape(B, n_ids * dim)))
+// (add_time_proj: timestep_embedding of each id with addition_time_embed_dim channels and the config's
+// flip_sin_to_cos / freq_shift). -> temb [B, 4*C0], before the SiLU. Shared with the ControlNet (same
+// config fields and module names). add_embedding must be set exactly when cfg is "text_time"; a
+// "text_time" call without text_embeds/time_ids, or with wrong shapes, throws. Traces "time_proj",
+// "time_embedding" (without the added term), "add_time_proj" ([B*n_ids, dim]), "add_embedding", "temb".
+Tensor unet_time_embed(const UNetConfig& cfg, const TimestepEmbedding& time_embedding,
+                       const TimestepEmbedding* add_embedding, const std::vector<float>& timesteps,
+                       const Tensor* text_embeds, const Tensor* time_ids, const UNetTrace* trace = nullptr);
+
 struct UNet2DConditionModel {
   UNetConfig config;
   TimestepEmbedding time_embedding;  // [4*C0, C0] -> [4*C0, 4*C0]
+  // SDXL (addition_embed_type "text_time"): [4*C0, projection_class_embeddings_input_dim] -> [4*C0, 4*C0]
+  std::optional<TimestepEmbedding> add_embedding;
   nn::Conv2d conv_in;                // [C0, in_channels, 3, 3]
   std::vector<UNetDownBlock> down_blocks;
   UNetMidBlock mid_block;
@@ -85,8 +99,13 @@ struct UNet2DConditionModel {
   nn::Conv2d conv_out;          // [out_channels, C0, 3, 3]
 
   void load(const WeightStore& w, const UNetConfig& cfg);
-  // time_proj + time_embedding: one timestep per batch item -> [B, 4*C0] (before the SiLU).
-  Tensor time_embed(const std::vector<float>& timesteps, const UNetTrace* trace = nullptr) const;
+  // time_proj + time_embedding (+ SDXL add_embedding, see unet_time_embed): one timestep per batch
+  // item -> [B, 4*C0] (before the SiLU).
+  Tensor time_embed(const std::vector<float>& timesteps, const Tensor* text_embeds, const Tensor* time_ids,
+                    const UNetTrace* trace = nullptr) const;
+  Tensor time_embed(const std::vector<float>& timesteps, const UNetTrace* trace = nullptr) const {
+    return time_embed(timesteps, nullptr, nullptr, trace);
+  }
   // sample [B, in, h, w]; timesteps: one per batch item (or one for all); context [B, L, cross_dim]
   // -> [B, out, h, w]. h and w must be divisible by 2^(levels-1).
   Tensor forward(const Tensor& sample, const std::vector<float>& timesteps, const Tensor& context,
