@@ -1,8 +1,13 @@
 // Tiled VAE decode/encode against diffusers' enable_tiling() (tools/fixtures/vae_tiling.py:
 // tests/fixtures/vae_tiling/): a tiny VAE with sample_size 32 (4-latent tiles), an 11x13 latent and an
 // 88x104 image (several tiles both ways, partial last tiles), at 32 px and 64 px tiles.
+#include <sys/resource.h>
+
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "common.h"
 #include "models/vae_tiling.h"
@@ -185,6 +190,37 @@ TEST(VAETiling, RejectsBadOptions) {
   // Bad inputs still get the VAE's own errors.
   EXPECT_THROW(vae_decode_tiled(f.vae, Tensor::zeros({1, 3, 16, 16})), Error);
   EXPECT_THROW(vae_encode_moments_tiled(f.vae, Tensor::zeros({1, 3, 60, 64})), Error);
+}
+
+// Peak memory / time of a full-size decode (not a test; run one configuration per process):
+//   EASEL_VAE_BENCH=/tmp/vae.safetensors (diffusers keys, SD VAE config) EASEL_VAE_BENCH_LATENT=128
+//   EASEL_VAE_BENCH_TILE=512 (px; 0 = untiled) OMP_NUM_THREADS=2 \
+//   test_vae_tiling --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_Bench*'
+TEST(VAETiling, DISABLED_BenchFullSizeDecode) {
+  const char* path = std::getenv("EASEL_VAE_BENCH");
+  if (!path) GTEST_SKIP() << "EASEL_VAE_BENCH not set";
+  auto env_int = [](const char* k, int d) { return std::getenv(k) ? std::atoi(std::getenv(k)) : d; };
+  int lat = env_int("EASEL_VAE_BENCH_LATENT", 128), tile = env_int("EASEL_VAE_BENCH_TILE", 0);
+  WeightStore w = load_weights(path);
+  AutoencoderKL vae;
+  vae.load(w, VAEConfig{});  // SD1/SD2 VAE, sample_size 512
+  std::vector<float> v((size_t)4 * lat * lat);
+  for (size_t i = 0; i < v.size(); i++) v[i] = std::sin(0.37f * i) * 2.0f;
+  Tensor z = Tensor::from_vector(v, {1, 4, lat, lat});
+  auto rss_mib = [] {
+    rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_maxrss / 1024.0;
+  };
+  double before = rss_mib();
+  auto t0 = std::chrono::steady_clock::now();
+  VAETiling opt;
+  opt.tile_px = tile;
+  Tensor img = tile ? vae_decode_tiled(vae, z, opt) : vae.decode(z);
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("decode %dx%d latent (%s): %.1f s, peak RSS %.0f MiB (%.0f MiB before decoding), out %s\n", lat, lat,
+              tile ? ("tile " + std::to_string(tile) + " px").c_str() : "untiled", s, rss_mib(), before,
+              img.str().c_str());
 }
 
 }  // namespace
