@@ -20,6 +20,7 @@ namespace {
 
 struct GenerateArgs {
   std::string model, output = "output.png", init_img, family, prediction, precision = "auto";
+  std::string refiner, original_size, target_size, crop;
   GenerateOptions opt;
   int64_t seed = 42;
   int threads = 0;
@@ -43,6 +44,21 @@ void check_writable(const std::string& out) {
   fs::remove(probe, ec);
 }
 
+// "WxH" -> (w, h); "" leaves them unchanged.
+void parse_size(const std::string& flag, const std::string& v, int& w, int& h, char sep = 'x') {
+  if (v.empty()) return;
+  size_t x = v.find(sep);
+  try {
+    size_t n1 = 0, n2 = 0;
+    if (x == std::string::npos) throw std::invalid_argument(v);
+    w = std::stoi(v.substr(0, x), &n1);
+    h = std::stoi(v.substr(x + 1), &n2);
+    if (n1 != x || n2 != v.size() - x - 1 || w < 0 || h < 0) throw std::invalid_argument(v);
+  } catch (const std::exception&) {
+    fail("generate", flag + " '" + v + "' is not " + (sep == 'x' ? "WIDTHxHEIGHT" : "X,Y") + " with non-negative integers");
+  }
+}
+
 int run_generate(GenerateArgs& a) {
   if (a.threads > 0) ops::set_num_threads(a.threads);
   ops::set_winograd(a.winograd);
@@ -61,7 +77,15 @@ int run_generate(GenerateArgs& a) {
   CheckpointOverrides ov;
   ov.family = a.family;
   ov.prediction_type = a.prediction;
+  parse_size("--original-size", a.original_size, a.opt.original_width, a.opt.original_height);
+  parse_size("--target-size", a.target_size, a.opt.target_width, a.opt.target_height);
+  parse_size("--crop", a.crop, a.opt.crop_left, a.opt.crop_top, ',');
   auto pipe = Pipeline::load(a.model, ov);
+  std::unique_ptr<Pipeline> refiner;
+  if (!a.refiner.empty()) {
+    refiner = Pipeline::load(a.refiner);
+    a.opt.refiner = refiner.get();
+  }
   pipe->validate(a.opt);  // before any heavy work
 
   Progress bar("sampling", a.opt.steps);
@@ -81,13 +105,21 @@ int run_generate(GenerateArgs& a) {
   gp.scheduler = a.opt.scheduler;
   gp.cfg_scale = a.opt.cfg_scale;
   gp.seed = a.opt.seed;
-  gp.width = a.opt.width;
-  gp.height = a.opt.height;
+  gp.width = pipe->width_for(a.opt);
+  gp.height = pipe->height_for(a.opt);
   gp.model_name = fs::path(a.model).stem().string();
   if (!a.no_hash && fs::is_regular_file(a.model)) gp.model_hash = a1111_model_hash(a.model);
   if (a.opt.init_image) gp.denoising_strength = a.opt.strength;
   gp.clip_skip = a.opt.clip_skip;
   gp.rng = a.opt.rng;
+  if (refiner) {  // as A1111's infotext
+    std::string name = fs::path(a.refiner).stem().string();
+    if (!a.no_hash && fs::is_regular_file(a.refiner)) name += " [" + a1111_model_hash(a.refiner) + "]";
+    gp.extra.push_back({"Refiner", name});
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", a.opt.refiner_start);
+    gp.extra.push_back({"Refiner switch at", buf});
+  }
   write_png(a.output, r.image, {{"parameters", a1111_parameters(gp)}});
   std::fprintf(stderr, "wrote %s\n", a.output.c_str());
   return 0;
@@ -111,15 +143,25 @@ int main(int argc, char** argv) {
   gen->add_option("--sampler,--sampling-method", g.opt.sampler, "euler | euler_a | ddim | dpmpp_2m | heun | lms | dpmpp_2m_sde | pndm; k_euler, k_euler_a, k_dpmpp_2m, k_heun, k_lms = A1111/k-diffusion")
       ->capture_default_str();
   gen->add_option("--scheduler,--schedule", g.opt.scheduler, "normal | karras")->capture_default_str();
-  gen->add_option("-W,--width", g.opt.width, "image width")->capture_default_str();
-  gen->add_option("-H,--height", g.opt.height, "image height")->capture_default_str();
+  gen->add_option("-W,--width", g.opt.width, "image width (default: the model's native size, 1024 for SDXL)");
+  gen->add_option("-H,--height", g.opt.height, "image height (default: native)");
   gen->add_option("-i,--init-img", g.init_img, "init image for img2img (PNG/JPEG)");
   gen->add_option("--strength", g.opt.strength, "img2img denoising strength")->capture_default_str();
   gen->add_option("--rng", g.opt.rng, "torch-cpu (diffusers/ComfyUI) | philox (A1111 GPU)")->capture_default_str();
   gen->add_option("--clip-skip", g.opt.clip_skip, "1 = last CLIP layer, 2 = penultimate (0 = model default)");
   gen->add_option("-t,--threads", g.threads, "CPU threads (0 = all)");
   gen->add_option("-o,--output", g.output, "output PNG")->capture_default_str();
-  gen->add_option("--family", g.family, "override detection: sd1 | sd2");
+  gen->add_option("--family", g.family, "override detection: sd1 | sd2 | sdxl | sdxl_refiner");
+  gen->add_option("--refiner", g.refiner, "SDXL refiner checkpoint: finishes the last steps (base -> refiner hand-off)");
+  gen->add_option("--refiner-start", g.opt.refiner_start, "fraction of the denoising after which the refiner takes over")
+      ->capture_default_str();
+  gen->add_option("--aesthetic-score", g.opt.aesthetic_score, "SDXL refiner aesthetic score")->capture_default_str();
+  gen->add_option("--negative-aesthetic-score", g.opt.negative_aesthetic_score, "SDXL refiner negative aesthetic score")
+      ->capture_default_str();
+  gen->add_option("--original-size", g.original_size, "SDXL micro-conditioning original_size WxH (default: the image size)");
+  gen->add_option("--target-size", g.target_size, "SDXL micro-conditioning target_size WxH (default: the image size)");
+  gen->add_option("--crop", g.crop, "SDXL micro-conditioning crops_coords_top_left as LEFT,TOP (default 0,0)");
+  gen->add_flag("--vae-tiling", g.opt.vae_tiling, "decode/encode the VAE in overlapping tiles (bounded memory for large images)");
   gen->add_option("--prediction", g.prediction, "override detection: epsilon | v_prediction");
   gen->add_option("--precision", g.precision, "matmul precision: auto (bf16 where the CPU has AMX, else f32) | f32 | bf16")->capture_default_str();
   gen->add_option("--weight-cache-mb", g.weight_cache_mb,

@@ -1,7 +1,8 @@
-// Text-to-image and image-to-image for SD1.x/SD2.x, following diffusers'
-// StableDiffusionPipeline / StableDiffusionImg2ImgPipeline step for step, so that the
-// same seed with --rng torch-cpu gives diffusers' latents.
+// Text-to-image and image-to-image for SD1.x/SD2.x and SDXL (base, refiner, base -> refiner
+// hand-off), following diffusers' StableDiffusion(XL)Pipeline / Img2ImgPipeline step for step, so
+// that the same seed with --rng torch-cpu gives diffusers' latents.
 //   https://github.com/huggingface/diffusers/blob/main/src/diffusers/pipelines/stable_diffusion/
+//   https://github.com/huggingface/diffusers/blob/main/src/diffusers/pipelines/stable_diffusion_xl/
 #pragma once
 #include <functional>
 #include <memory>
@@ -13,6 +14,8 @@
 
 namespace easel {
 
+class Pipeline;
+
 struct GenerateOptions {
   std::string prompt;
   std::string negative_prompt;
@@ -22,10 +25,19 @@ struct GenerateOptions {
   std::string sampler = "euler_a";    // see sampling/schedulers.h: euler, euler_a, ddim, dpmpp_2m, heun, lms, pndm, k_* ...
   std::string scheduler = "normal";   // normal | karras
   std::string rng = "torch-cpu";      // torch-cpu | philox
-  int width = 512, height = 512;
+  int width = 0, height = 0;          // 0 = the model's native size (512 SD1, 768 SD2-v, 1024 SDXL)
   int clip_skip = 0;                  // 0 = model default; 1 = last layer; 2 = penultimate (A1111)
   std::optional<Image> init_image;    // img2img when set
   float strength = 0.75f;             // img2img denoising strength in (0, 1]
+  // SDXL micro-conditioning (diffusers' defaults): original/target size 0 = the image size.
+  int original_width = 0, original_height = 0, crop_left = 0, crop_top = 0, target_width = 0, target_height = 0;
+  float aesthetic_score = 6.0f, negative_aesthetic_score = 2.5f;  // refiner (requires_aesthetics_score)
+  // SDXL base -> refiner: the base runs the timesteps >= the cutoff of refiner_start (diffusers'
+  // denoising_end), the refiner the rest from the base's latents (denoising_start), no new noise.
+  const Pipeline* refiner = nullptr;
+  float refiner_start = 0.8f;
+  // Tiled VAE decode/encode (diffusers enable_tiling): bounded memory for large images.
+  bool vae_tiling = false;
   // Low-memory mode: drop the weight files' resident pages between phases (text encoder ->
   // UNet -> VAE). Pair with ops::set_weight_cache_limit(0) for the lowest peak RSS.
   bool low_memory = false;
@@ -38,6 +50,7 @@ struct GenerateOptions {
 struct GenerateResult {
   Image image;
   Tensor latents;  // final latents [1, 4, h, w] (before VAE scaling)
+  Tensor base_latents;  // with a refiner: the base's latents handed over [1, 4, h, w]
   Tensor decoded;  // VAE output mapped to [0, 1], [1, 3, H, W]
 };
 
@@ -52,6 +65,9 @@ class Pipeline {
   GenerateResult generate(const GenerateOptions& opt) const;
   // Checks options without running anything; throws easel::Error with a clear message.
   void validate(const GenerateOptions& opt) const;
+  // The size generate() uses for opt (width/height 0 = native).
+  int width_for(const GenerateOptions& opt) const;
+  int height_for(const GenerateOptions& opt) const;
 
  private:
   Pipeline();
