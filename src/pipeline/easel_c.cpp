@@ -7,6 +7,8 @@
 
 struct easel_pipeline {
   std::unique_ptr<easel::Pipeline> p;
+  const easel::Pipeline* refiner = nullptr;
+  float refiner_start = 0.8f;
 };
 
 static thread_local std::string g_error;
@@ -69,8 +71,20 @@ int easel_generate(easel_pipeline* p, const easel_generate_params* q, uint8_t* r
       o.init_image = img;
       o.strength = q->strength;
     }
+    o.vae_tiling = q->vae_tiling != 0;
+    o.refiner = p->refiner;
+    o.refiner_start = p->refiner_start;
     auto r = p->p->generate(o);
     std::memcpy(rgb_out, r.image.pixels.data(), r.image.pixels.size());
+  });
+}
+
+int easel_set_refiner(easel_pipeline* base, easel_pipeline* refiner, float start) {
+  return guarded([&] {
+    if (!base) easel::fail("c_api", "easel_set_refiner: null base");
+    if (refiner && !(start > 0 && start < 1)) easel::fail("c_api", "easel_set_refiner: start must be in (0, 1)");
+    base->refiner = refiner ? refiner->p.get() : nullptr;
+    base->refiner_start = start;
   });
 }
 

@@ -22,6 +22,7 @@ typedef struct easel_generate_params {
   int clip_skip;                 /* 0 = default */
   const uint8_t* init_rgb;       /* img2img: width*height*3 bytes, or NULL */
   float strength;                /* img2img strength */
+  int vae_tiling;                /* 1 = tiled VAE (bounded memory for large images) */
 } easel_generate_params;
 
 /* Fills defaults (steps 20, cfg 7, 512x512, ...). */
@@ -29,6 +30,9 @@ void easel_default_params(easel_generate_params* p);
 int easel_load(const char* path, easel_pipeline** out);
 /* Writes width*height*3 RGB bytes into rgb_out (caller allocates). */
 int easel_generate(easel_pipeline* p, const easel_generate_params* params, uint8_t* rgb_out);
+/* SDXL: later easel_generate calls on `base` hand the last steps to `refiner` (NULL = none) from
+ * `start` (fraction of the denoising, e.g. 0.8). The refiner must outlive its use by `base`. */
+int easel_set_refiner(easel_pipeline* base, easel_pipeline* refiner, float start);
 void easel_free(easel_pipeline* p);
 /* Message of the last failed call on this thread ("" if none). */
 const char* easel_last_error(void);
