@@ -396,7 +396,9 @@ TEST(CheckpointSd1, OverridesWinAndInconsistentOnesFail) {
   EXPECT_ERROR(open_checkpoint(fixture(kSd1Ldm), fam), "family override 'sd2' does not match this checkpoint, which is sd1");
   EXPECT_ERROR(open_checkpoint(fixture(kSd1Folder), fam), "does not match");
   fam.family = "sdxl";
-  EXPECT_ERROR(open_checkpoint(fixture(kSd1Ldm), fam), "unknown family 'sdxl'");
+  EXPECT_ERROR(open_checkpoint(fixture(kSd1Ldm), fam), "family override 'sdxl' does not match this checkpoint, which is sd1");
+  fam.family = "sd3";
+  EXPECT_ERROR(open_checkpoint(fixture(kSd1Ldm), fam), "unknown family 'sd3'");
   CheckpointOverrides skip;
   skip.clip_skip = 2;
   EXPECT_NO_THROW(open_checkpoint(fixture(kSd1Ldm), skip));
@@ -508,8 +510,12 @@ TEST(CheckpointErrors, BrokenFolders) {
   }
   {
     std::string d = copy_sd1_folder("sdxl");
+    // SDXL pipelines are loaded (tests/test_sdxl_checkpoint.cpp); an SD1 folder relabelled as one lacks
+    // text_encoder_2, and other SDXL pipeline classes are refused.
     patch_json(d + "/model_index.json", [](nlohmann::json& j) { j["_class_name"] = "StableDiffusionXLPipeline"; });
-    EXPECT_ERROR(open_checkpoint(d), "model_index.json: _class_name 'StableDiffusionXLPipeline' is not supported");
+    EXPECT_ERROR(open_checkpoint(d), "missing part folder 'text_encoder_2/'");
+    patch_json(d + "/model_index.json", [](nlohmann::json& j) { j["_class_name"] = "StableDiffusionXLInpaintPipeline"; });
+    EXPECT_ERROR(open_checkpoint(d), "model_index.json: _class_name 'StableDiffusionXLInpaintPipeline' is not supported");
   }
   {
     std::string d = copy_sd1_folder("not_sd");

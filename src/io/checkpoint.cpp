@@ -34,7 +34,8 @@ bool is_known_ignored(const std::string& k) {
       "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
       "sqrt_recipm1_alphas_cumprod", "logvar", "lvlb_weights", "v_pred", "global_step", "epoch",
       "cond_stage_model.transformer.text_model.embeddings.position_ids",
-      "cond_stage_model.transformer.embeddings.position_ids"};
+      "cond_stage_model.transformer.embeddings.position_ids",
+      "conditioner.embedders.0.transformer.text_model.embeddings.position_ids"};
   static const std::vector<std::string> prefixes = {"model_ema.", "first_stage_model.loss.", "edm_vpred."};
   if (exact.count(k)) return true;
   for (auto& p : prefixes)
@@ -53,9 +54,10 @@ WeightStore unwrap_state_dict(WeightStore all) {
   return out;
 }
 
-// CLIP-L keys without "cond_stage_model.transformer." and without "text_model."; keys that are
-// not CLIPTextModel weights go to `unknown`.
-WeightStore clip_l_to_hf(const WeightStore& te, std::vector<std::string>& unknown) {
+// CLIP-L keys without `prefix` ("cond_stage_model.transformer." / SDXL's
+// "conditioner.embedders.0.transformer.") and without "text_model."; keys that are not
+// CLIPTextModel weights go to `unknown`.
+WeightStore clip_l_to_hf(const WeightStore& te, std::vector<std::string>& unknown, const std::string& prefix) {
   WeightStore out;
   out.source = te.source;
   out.metadata = te.metadata;
@@ -64,7 +66,7 @@ WeightStore clip_l_to_hf(const WeightStore& te, std::vector<std::string>& unknow
     std::string key = starts_with(k, p) ? k.substr(p.size()) : k;
     if (key == "embeddings.position_ids") continue;
     if (keys::is_clip_text_key(key)) out.tensors[key] = t;
-    else unknown.push_back(kCLIP + k);
+    else unknown.push_back(prefix + k);
   }
   return out;
 }
@@ -76,6 +78,12 @@ std::string normalise_prediction(const std::string& p, const std::string& path) 
 }
 
 std::string family_reason(const std::string& family, bool single_file) {
+  if (family == "sdxl")
+    return single_file ? "SDXL base: CLIP-L + OpenCLIP bigG text encoders (conditioner.embedders.0/1)"
+                       : "SDXL base: StableDiffusionXL pipeline with text_encoder and text_encoder_2";
+  if (family == "sdxl_refiner")
+    return single_file ? "SDXL refiner: OpenCLIP bigG text encoder only (conditioner.embedders.0.model)"
+                       : "SDXL refiner: StableDiffusionXL pipeline with text_encoder_2 only";
   if (single_file)
     return family == "sd2" ? "its text encoder is OpenCLIP (cond_stage_model.model.*)"
                            : "its text encoder is CLIP-L (cond_stage_model.transformer.*)";
@@ -86,16 +94,60 @@ std::string family_reason(const std::string& family, bool single_file) {
 void apply_overrides(Checkpoint& ck, const CheckpointOverrides& ov, bool single_file) {
   ModelConfig& c = ck.config;
   if (!ov.family.empty()) {
-    if (ov.family != "sd1" && ov.family != "sd2")
-      fail(kWhere, ck.path + ": unknown family '" + ov.family + "' (expected sd1 or sd2)");
+    if (ov.family != "sd1" && ov.family != "sd2" && ov.family != "sdxl" && ov.family != "sdxl_refiner")
+      fail(kWhere, ck.path + ": unknown family '" + ov.family + "' (expected sd1, sd2, sdxl or sdxl_refiner)");
     if (ov.family != c.family)
       fail(kWhere, ck.path + ": family override '" + ov.family + "' does not match this checkpoint, which is " +
                        c.family + " (" + family_reason(c.family, single_file) + ")");
   }
   if (!ov.prediction_type.empty()) c.scheduler.prediction_type = normalise_prediction(ov.prediction_type, ck.path);
-  if (ov.clip_skip < 0 || ov.clip_skip > c.text.num_hidden_layers)
+  // clip_skip (A1111 convention) counts layers back from the last one of every encoder used:
+  // SD1/SD2 text, SDXL base both encoders, the refiner text_2 only.
+  int layers = c.text.num_hidden_layers;
+  std::string which = "text encoder";
+  if (c.family == "sdxl") {
+    layers = std::min(c.text.num_hidden_layers, c.text_2.num_hidden_layers);
+    which = "shallower of the two text encoders";
+  } else if (c.family == "sdxl_refiner") {
+    layers = c.text_2.num_hidden_layers;
+    which = "text_encoder_2";
+  }
+  if (ov.clip_skip < 0 || ov.clip_skip > layers)
     fail(kWhere, ck.path + ": clip_skip " + std::to_string(ov.clip_skip) + " is out of range (0.." +
-                     std::to_string(c.text.num_hidden_layers) + ")");
+                     std::to_string(layers) + ": the " + which + " has " + std::to_string(layers) + " layers)");
+}
+
+// SDXL base / refiner single file (sgm layout): text encoders under conditioner.embedders.*.
+void open_sdxl_text(const std::string& path, const WeightStore& all, const WeightStore& unet_ldm, Checkpoint& ck) {
+  ModelConfig& c = ck.config;
+  const bool base = c.family == "sdxl";
+  if (base) {
+    ck.text_encoder = clip_l_to_hf(all.sub(detect::kSdxlClipL), ck.unknown_keys, detect::kSdxlClipL);
+    ck.text_encoder.source = path + " (" + detect::kSdxlClipL + "*)";
+    c.text = detect::text_from_hf(ck.text_encoder, "sdxl");
+  }
+  // bigG: every layer is kept (the pooled output is the last layer's), with its projection.
+  const std::string big_g = base ? detect::kSdxlBigG : detect::kSdxlRefinerBigG;
+  const WeightStore oc = all.sub(big_g);
+  const int n = keys::openclip_layers(oc);
+  ck.text_encoder_2 = keys::openclip_to_hf(oc, n, ck.unknown_keys, big_g, /*keep_projection=*/true);
+  ck.text_encoder_2.source = path + " (" + big_g + "*)";
+  c.text_2 = detect::text_2_from_hf(ck.text_encoder_2);
+
+  const int context = (base ? c.text.hidden_size : 0) + c.text_2.hidden_size;
+  if (c.unet.cross_attention_dim != context)
+    fail(kWhere, path + ": UNet cross-attention dim " + std::to_string(c.unet.cross_attention_dim) +
+                     " does not match the text encoders' hidden sizes (" +
+                     (base ? std::to_string(c.text.hidden_size) + " + " : std::string()) +
+                     std::to_string(c.text_2.hidden_size) + " = " + std::to_string(context) + ")");
+  detect::sdxl_added_conditioning(c.unet, unet_ldm, c.family, c.text_2.projection_dim);
+  c.pad_token_id = detect::default_pad_token_id(c.family);
+  c.pad_token_id_2 = 0;
+  c.force_zeros_for_empty_prompt = base;
+  c.requires_aesthetics_score = !base;
+  c.vae.scaling_factor = 0.13025f;
+  c.vae.sample_size = 1024;
+  c.unet.sample_size = 128;  // 1024 px
 }
 
 Checkpoint open_single_file(const std::string& path, WeightStore all) {
@@ -103,40 +155,60 @@ Checkpoint open_single_file(const std::string& path, WeightStore all) {
   ck.path = path;
   ModelConfig& c = ck.config;
   c.family = detect::family_from_ldm(all);
+  const bool xl = c.is_sdxl();
 
   const WeightStore unet_ldm = all.sub(kUNet);
   const WeightStore vae_ldm = all.sub(kVAE);
   if (vae_ldm.tensors.empty()) fail(kWhere, path + ": no VAE weights found (first_stage_model.*)");
   c.unet = detect::unet_from_ldm(unet_ldm, c.family);
   c.vae = detect::vae_from_ldm(vae_ldm);
-  ck.unet = keys::apply_table(unet_ldm, keys::ldm_unet_table(c.unet), ck.unknown_keys, kUNet);
+  std::vector<keys::PrefixMap> unet_table = keys::ldm_unet_table(c.unet);
+  if (xl) {  // the added-conditioning MLP (label_emb.0.1 is its SiLU)
+    unet_table.push_back({"label_emb.0.0.", "add_embedding.linear_1.", keys::Rule::Same});
+    unet_table.push_back({"label_emb.0.2.", "add_embedding.linear_2.", keys::Rule::Same});
+  }
+  ck.unet = keys::apply_table(unet_ldm, unet_table, ck.unknown_keys, kUNet);
   ck.vae = keys::apply_table(vae_ldm, keys::ldm_vae_table(c.vae), ck.unknown_keys, kVAE);
 
-  if (c.family == "sd2") {
+  std::vector<std::string> consumed = {kUNet, kVAE};
+  if (xl) {
+    open_sdxl_text(path, all, unet_ldm, ck);
+    consumed.push_back(c.family == "sdxl" ? detect::kSdxlBigG : detect::kSdxlRefinerBigG);
+    if (c.family == "sdxl") consumed.push_back(detect::kSdxlClipL);
+  } else if (c.family == "sd2") {
     // SD2 conditions on OpenCLIP's penultimate layer: keep N-1 layers, so the text encoder's
     // last layer + final_layer_norm give that output (as diffusers' conversion does).
     const WeightStore oc = all.sub(kOpenCLIP);
     const int n = keys::openclip_layers(oc);
     if (n < 2) fail(kWhere, path + ": OpenCLIP text encoder has " + std::to_string(n) + " layers (need at least 2)");
     ck.text_encoder = keys::openclip_to_hf(oc, n - 1, ck.unknown_keys, kOpenCLIP);
+    consumed.push_back(kOpenCLIP);
   } else {
-    ck.text_encoder = clip_l_to_hf(all.sub(kCLIP), ck.unknown_keys);
+    ck.text_encoder = clip_l_to_hf(all.sub(kCLIP), ck.unknown_keys, kCLIP);
+    consumed.push_back(kCLIP);
   }
-  c.text = detect::text_from_hf(ck.text_encoder, c.family);
-  if (c.unet.cross_attention_dim != c.text.hidden_size)
-    fail(kWhere, path + ": UNet cross-attention dim " + std::to_string(c.unet.cross_attention_dim) +
-                     " does not match the text encoder hidden size " + std::to_string(c.text.hidden_size));
+  if (!xl) {
+    c.text = detect::text_from_hf(ck.text_encoder, c.family);
+    if (c.unet.cross_attention_dim != c.text.hidden_size)
+      fail(kWhere, path + ": UNet cross-attention dim " + std::to_string(c.unet.cross_attention_dim) +
+                       " does not match the text encoder hidden size " + std::to_string(c.text.hidden_size));
+  }
 
   const std::string prediction = detect::prediction_from_ldm(all, c.family, c.unet.in_channels);
   c.scheduler = detect::default_scheduler(c.family, prediction);
-  c.unet.sample_size = (c.family == "sd2" && prediction == "v_prediction") ? 96 : 64;  // 768 / 512 px
-  c.pad_token_id = detect::default_pad_token_id(c.family);
-  c.vae.scaling_factor = 0.18215f;
+  if (!xl) {
+    c.unet.sample_size = (c.family == "sd2" && prediction == "v_prediction") ? 96 : 64;  // 768 / 512 px
+    c.pad_token_id = detect::default_pad_token_id(c.family);
+    c.vae.scaling_factor = 0.18215f;
+  }
 
-  for (auto& [k, t] : all.tensors)
-    if (!starts_with(k, kUNet) && !starts_with(k, kVAE) && !starts_with(k, kCLIP) && !starts_with(k, kOpenCLIP) &&
-        !is_known_ignored(k))
-      ck.unknown_keys.push_back(k);
+  for (auto& [k, t] : all.tensors) {
+    bool used = is_known_ignored(k);
+    for (auto& p : consumed) used = used || starts_with(k, p);
+    // SD1/SD2 files: keys under the other SD text-encoder prefix were always ignored, not reported.
+    if (!xl) used = used || starts_with(k, kCLIP) || starts_with(k, kOpenCLIP);
+    if (!used) ck.unknown_keys.push_back(k);
+  }
   std::sort(ck.unknown_keys.begin(), ck.unknown_keys.end());
   return ck;
 }
@@ -205,14 +277,29 @@ void describe_metadata(std::ostringstream& o, const std::map<std::string, std::s
   }
 }
 
+const char* family_title(const std::string& family) {
+  if (family == "sdxl") return "SDXL base, CLIP-L + OpenCLIP bigG text encoders";
+  if (family == "sdxl_refiner") return "SDXL refiner, OpenCLIP bigG text encoder";
+  if (family == "sd2") return "Stable Diffusion 2.x, OpenCLIP text encoder";
+  return "Stable Diffusion 1.x, CLIP-L text encoder";
+}
+
+std::string text_line(const TextEncoderConfig& t, int pad_id) {
+  std::ostringstream o;
+  o << "hidden " << t.hidden_size << ", layers " << t.num_hidden_layers << ", heads " << t.num_attention_heads
+    << ", intermediate " << t.intermediate_size << ", vocab " << t.vocab_size << ", positions "
+    << t.max_position_embeddings << ", act " << t.hidden_act;
+  if (t.projection_dim) o << ", projection " << t.projection_dim;
+  o << ", pad id " << pad_id;
+  return o.str();
+}
+
 std::string describe_model(const Checkpoint& ck, bool single_file) {
   const ModelConfig& c = ck.config;
   std::ostringstream o;
   o << "path: " << ck.path << "\n";
   o << "format: " << (single_file ? "single-file LDM checkpoint" : "diffusers folder") << "\n";
-  o << "family: " << c.family << (c.family == "sd2" ? " (Stable Diffusion 2.x, OpenCLIP text encoder)"
-                                                    : " (Stable Diffusion 1.x, CLIP-L text encoder)")
-    << "\n";
+  o << "family: " << c.family << " (" << family_title(c.family) << ")\n";
   o << "prediction: " << c.scheduler.prediction_type << "\n";
   const int px = c.unet.sample_size * c.vae.downscale();
   o << "resolution: " << px << "x" << px << " (native)\n";
@@ -220,8 +307,15 @@ std::string describe_model(const Checkpoint& ck, bool single_file) {
   o << "parts:\n";
   o << "  unet: " << stats_line(stats_of(ck.unet)) << "\n";
   o << "  vae: " << stats_line(stats_of(ck.vae)) << "\n";
-  o << "  text_encoder: " << stats_line(stats_of(ck.text_encoder)) << "\n";
-  o << "  tokenizer: " << (ck.tokenizer_dir.empty() ? "built-in CLIP vocabulary" : ck.tokenizer_dir) << "\n";
+  if (c.has_text_1()) {
+    o << "  text_encoder: " << stats_line(stats_of(ck.text_encoder)) << "\n";
+    o << "  tokenizer: " << (ck.tokenizer_dir.empty() ? "built-in CLIP vocabulary" : ck.tokenizer_dir) << "\n";
+  }
+  if (c.is_sdxl()) {
+    o << "  text_encoder_2: " << stats_line(stats_of(ck.text_encoder_2)) << "\n";
+    o << "  tokenizer_2: " << (ck.tokenizer_2_dir.empty() ? "built-in CLIP vocabulary, pads with \"!\"" : ck.tokenizer_2_dir)
+      << "\n";
+  }
   o << "unknown keys: " << ck.unknown_keys.size() << "\n";
   for (size_t i = 0; i < ck.unknown_keys.size() && i < 10; i++) o << "  " << ck.unknown_keys[i] << "\n";
   if (ck.unknown_keys.size() > 10) o << "  ... (" << ck.unknown_keys.size() - 10 << " more)\n";
@@ -234,12 +328,17 @@ std::string describe_model(const Checkpoint& ck, bool single_file) {
     << list(heads) << ", transformer depth " << list(u.transformer_layers_per_block) << ", cross_attention_dim "
     << u.cross_attention_dim << ", linear projection " << (u.use_linear_projection ? "yes" : "no")
     << ", sample_size " << u.sample_size << "\n";
+  if (!u.addition_embed_type.empty())
+    o << "  added conditioning: " << u.addition_embed_type << ", time embed dim " << u.addition_time_embed_dim
+      << ", projection input " << u.projection_class_embeddings_input_dim << " = pooled " << c.text_2.projection_dim
+      << " + " << detect::sdxl_time_ids(c.family) << " time ids x " << u.addition_time_embed_dim
+      << (c.requires_aesthetics_score ? " (size, crop, aesthetic score)" : " (original size, crop, target size)")
+      << ", force_zeros_for_empty_prompt " << (c.force_zeros_for_empty_prompt ? "true" : "false") << "\n";
   o << "  vae: channels " << list(c.vae.block_out_channels) << ", layers_per_block " << c.vae.layers_per_block
-    << ", latent " << c.vae.latent_channels << ", scaling_factor " << c.vae.scaling_factor << "\n";
-  o << "  text_encoder: hidden " << c.text.hidden_size << ", layers " << c.text.num_hidden_layers << ", heads "
-    << c.text.num_attention_heads << ", intermediate " << c.text.intermediate_size << ", vocab " << c.text.vocab_size
-    << ", positions " << c.text.max_position_embeddings << ", act " << c.text.hidden_act << ", pad id "
-    << c.pad_token_id << "\n";
+    << ", latent " << c.vae.latent_channels << ", scaling_factor " << c.vae.scaling_factor << ", tile "
+    << c.vae.sample_size << " px\n";
+  if (c.has_text_1()) o << "  text_encoder: " << text_line(c.text, c.pad_token_id) << "\n";
+  if (c.is_sdxl()) o << "  text_encoder_2: " << text_line(c.text_2, c.pad_token_id_2) << "\n";
   const SchedulerConfig& s = c.scheduler;
   o << "  scheduler: " << s.beta_schedule << " betas " << s.beta_start << ".." << s.beta_end << ", "
     << s.num_train_timesteps << " train steps, spacing " << (s.timestep_spacing.empty() ? "per-sampler default" : s.timestep_spacing) << ", steps_offset " << s.steps_offset
@@ -258,9 +357,9 @@ std::string guess_kind(const WeightStore& w) {
   if (any("lora_down") || any("lora_A") || any("lora_up") || any("hada_w1") || any("lokr_w1")) return "LoRA / LyCORIS";
   if (has_prefix("control_model.") || any("controlnet_cond_embedding")) return "ControlNet";
   if (has_prefix(kUNet)) return "SD single-file checkpoint (incomplete)";
+  if (has_prefix("conditioner.embedders.")) return "SDXL text encoders without a UNet";
   if (has_prefix("first_stage_model.") || has_prefix("encoder.conv_in.") || has_prefix("decoder.conv_in."))
     return "VAE";
-  if (has_prefix("conditioner.embedders.")) return "SDXL checkpoint (not supported)";
   if (any("text_model.") || has_prefix("cond_stage_model.")) return "text encoder";
   if (has_prefix("down_blocks.") || has_prefix("input_blocks.")) return "UNet";
   return "unknown";
@@ -270,7 +369,7 @@ std::string describe_file(const std::string& path, const WeightStore& w) {
   std::ostringstream o;
   Stats s = stats_of(w);
   o << "path: " << path << "\n";
-  o << "kind: " << guess_kind(w) << " (not a full SD1/SD2 model)\n";
+  o << "kind: " << guess_kind(w) << " (not a full SD1/SD2/SDXL model)\n";
   o << "tensors: " << s.tensors << "\n";
   o << "parameters: " << human_count(s.params) << "\n";
   o << "size: " << human_bytes(s.bytes) << "\n";
@@ -311,7 +410,8 @@ std::string describe_checkpoint(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) return describe_model(open_checkpoint(path), false);
   WeightStore w = unwrap_state_dict(load_weights(path));
-  if (w.keys_with_prefix(kUNet).empty() || w.keys_with_prefix("cond_stage_model.").empty())
+  if (w.keys_with_prefix(kUNet).empty() ||
+      (w.keys_with_prefix("cond_stage_model.").empty() && w.keys_with_prefix("conditioner.embedders.").empty()))
     return describe_file(path, w);
   try {
     return describe_model(open_single_file(path, w), true);

@@ -39,9 +39,31 @@ bool has_prefix(const WeightStore& w, const std::string& prefix) { return !w.key
 
 }  // namespace
 
+namespace {
+
+// SDXL single files (sgm's conditioner.embedders.N.*): base = CLIP-L + bigG, refiner = bigG alone.
+std::string sdxl_family(const WeightStore& all) {
+  const bool clip_l0 = has_prefix(all, kSdxlClipL);
+  const bool bigg0 = has_prefix(all, kSdxlRefinerBigG);
+  const bool bigg1 = has_prefix(all, kSdxlBigG);
+  const bool any1 = has_prefix(all, "conditioner.embedders.1.");
+  if (has_prefix(all, "cond_stage_model."))
+    fail("checkpoint", all.source + ": both conditioner.embedders.* (SDXL) and cond_stage_model.* (SD1/SD2) text "
+                                    "encoders present");
+  if (clip_l0 && bigg1 && !bigg0) return "sdxl";
+  if (bigg0 && !clip_l0 && !any1) return "sdxl_refiner";
+  std::string found;
+  for (const char* p : {kSdxlClipL, kSdxlRefinerBigG, kSdxlBigG, "conditioner.embedders.1.transformer."})
+    if (has_prefix(all, p)) found += (found.empty() ? "" : ", ") + std::string(p) + "*";
+  fail("checkpoint", all.source + ": SDXL checkpoint (conditioner.embedders.*) with an unexpected set of text encoders (" +
+                         (found.empty() ? std::string("none recognised") : found) + "); expected " + kSdxlClipL +
+                         "* (CLIP-L) + " + kSdxlBigG + "* (OpenCLIP bigG) for the base, or " + kSdxlRefinerBigG +
+                         "* alone for the refiner");
+}
+
+}  // namespace
+
 std::string family_from_ldm(const WeightStore& all) {
-  if (has_prefix(all, "conditioner.embedders."))
-    fail("checkpoint", all.source + ": this is an SDXL checkpoint (conditioner.embedders.*); only SD1.x/SD2.x are supported");
   if (!has_prefix(all, "model.diffusion_model.")) {
     std::string hint;
     if (has_prefix(all, "first_stage_model.") || has_prefix(all, "encoder.conv_in.") || has_prefix(all, "decoder.conv_in."))
@@ -52,8 +74,11 @@ std::string family_from_ldm(const WeightStore& all) {
       hint = " (it looks like a ControlNet file)";
     else if (has_prefix(all, "down_blocks.") || has_prefix(all, "conv_in.weight"))
       hint = " (it looks like a diffusers UNet file; pass the diffusers folder instead)";
+    else if (has_prefix(all, "conditioner.embedders."))
+      hint = " (it has SDXL text encoders, conditioner.embedders.*, but no UNet)";
     fail("checkpoint", all.source + ": no UNet weights found (model.diffusion_model.*)" + hint);
   }
+  if (has_prefix(all, "conditioner.embedders.")) return sdxl_family(all);
   const bool openclip = has_prefix(all, "cond_stage_model.model.");
   const bool clip_l = has_prefix(all, "cond_stage_model.transformer.");
   if (openclip && clip_l)
@@ -61,8 +86,8 @@ std::string family_from_ldm(const WeightStore& all) {
   if (openclip) return "sd2";
   if (clip_l) return "sd1";
   fail("checkpoint", all.source +
-                         ": no text encoder weights found (cond_stage_model.transformer.* for SD1 or "
-                         "cond_stage_model.model.* for SD2)");
+                         ": no text encoder weights found (cond_stage_model.transformer.* for SD1, "
+                         "cond_stage_model.model.* for SD2, conditioner.embedders.* for SDXL)");
 }
 
 UNetConfig unet_from_ldm(const WeightStore& u, const std::string& family) {
@@ -115,14 +140,16 @@ UNetConfig unet_from_ldm(const WeightStore& u, const std::string& family) {
 
   c.attention_head_dim.assign(n, 8);
   c.num_attention_heads.clear();
-  if (family == "sd2") {
-    // SD2 uses 64-dim heads: diffusers' config stores heads per level, e.g. [5, 10, 20, 20].
+  if (family != "sd1") {
+    // SD2 and SDXL use 64-dim heads: diffusers' config stores heads per level, e.g. [5, 10, 20, 20]
+    // (SD2.1), [5, 10, 20] (SDXL base), [6, 12, 24, 24] (refiner).
     for (int i = 0; i < n; i++) {
       int ch = c.block_out_channels[i];
       bool attn = c.down_block_types[i] != "DownBlock2D" || i == n - 1;  // last level: the mid block
       if (ch % 64 != 0 && attn)
         fail("checkpoint", u.source + ": UNet level " + s(i) + " has " + s(ch) +
-                               " channels, not a multiple of SD2's 64-dim attention heads");
+                               " channels, not a multiple of " + (family == "sd2" ? "SD2" : "SDXL") +
+                               "'s 64-dim attention heads");
       c.attention_head_dim[i] = std::max(1, ch / 64);
     }
   } else {
@@ -132,6 +159,31 @@ UNetConfig unet_from_ldm(const WeightStore& u, const std::string& family) {
                                " channels, not divisible by SD1's 8 attention heads");
   }
   return c;
+}
+
+int sdxl_time_ids(const std::string& family) { return family == "sdxl_refiner" ? 5 : 6; }
+
+void sdxl_added_conditioning(UNetConfig& c, const WeightStore& u, const std::string& family, int pooled_dim) {
+  const std::string w1 = "label_emb.0.0.weight", w2 = "label_emb.0.2.weight";
+  if (!u.has(w1) || !u.has(w2))
+    fail("checkpoint", u.source + ": SDXL UNet without its added-conditioning embedding: tensor 'model.diffusion_model." +
+                           (u.has(w1) ? w2 : w1) + "' is missing (truncated file?)");
+  const Shape& a = u.tensors.at(w1).shape();  // [T, pooled + n_ids * D]
+  const Shape& b = u.tensors.at(w2).shape();  // [T, T]
+  const Shape& t = shape_of(u, "time_embed.0.weight", "UNet time embedding size");  // [T, C0]
+  if (a.size() != 2 || b.size() != 2 || a[0] != t[0] || b[0] != t[0] || b[1] != t[0])
+    fail("checkpoint", u.source + ": label_emb.0.0.weight " + shape_str(a) + " / label_emb.0.2.weight " + shape_str(b) +
+                           " do not fit the time embedding (time_embed.0.weight " + shape_str(t) + ")");
+  const int in = (int)a[1], n_ids = sdxl_time_ids(family);
+  const std::string what = family == "sdxl_refiner" ? "5 (refiner: size, crop, aesthetic score)"
+                                                    : "6 (base: original size, crop, target size)";
+  if (pooled_dim <= 0 || in <= pooled_dim || (in - pooled_dim) % n_ids != 0)
+    fail("checkpoint", u.source + ": inconsistent pooled dims: label_emb.0.0.weight takes " + s(in) +
+                           " inputs, which is not the text encoder's pooled dim " + s(pooled_dim) + " + " + what +
+                           " time ids times an embedding size");
+  c.addition_embed_type = "text_time";
+  c.addition_time_embed_dim = (in - pooled_dim) / n_ids;
+  c.projection_class_embeddings_input_dim = in;
 }
 
 VAEConfig vae_from_ldm(const WeightStore& v) {
@@ -173,6 +225,20 @@ TextEncoderConfig text_from_hf(const WeightStore& te, const std::string& family)
   return c;
 }
 
+TextEncoderConfig text_2_from_hf(const WeightStore& te) {
+  TextEncoderConfig c = text_from_hf(te, "sd2");  // OpenCLIP: gelu
+  auto it = te.tensors.find("text_projection.weight");
+  if (it == te.tensors.end())
+    fail("checkpoint", te.source + ": the OpenCLIP bigG text encoder has no text_projection (needed for SDXL's pooled "
+                                   "text embedding)");
+  const Shape& p = it->second.shape();  // [proj, C]
+  if (p.size() != 2 || p[1] != c.hidden_size)
+    fail("checkpoint", te.source + ": text_projection has shape " + shape_str(p) + ", expected [proj, " +
+                           s(c.hidden_size) + "] (HF layout)");
+  c.projection_dim = (int)p[0];
+  return c;
+}
+
 std::string prediction_from_ldm(const WeightStore& all, const std::string& family, int in_channels) {
   auto md = all.metadata.find("modelspec.prediction_type");
   if (md != all.metadata.end()) {
@@ -210,7 +276,9 @@ SchedulerConfig default_scheduler(const std::string& family, const std::string& 
   s.clip_sample = false;
   s.timestep_spacing = "";
   s.prediction_type = prediction_type;
-  (void)family;
+  // stabilityai/stable-diffusion-xl-base-1.0 and -refiner-1.0: EulerDiscreteScheduler,
+  // timestep_spacing "leading", interpolation_type linear, no Karras sigmas.
+  if (family == "sdxl" || family == "sdxl_refiner") s.timestep_spacing = "leading";
   return s;
 }
 

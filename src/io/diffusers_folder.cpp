@@ -2,10 +2,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "io/checkpoint.h"
+#include "io/detect.h"
 
 namespace easel {
 namespace fs = std::filesystem;
@@ -182,10 +184,23 @@ bool is_diffusers_folder(const std::string& path) {
 UNetConfig parse_unet_config(const std::string& file) {
   json j = read_json(file);
   UNetConfig c;
-  for (const char* unsupported : {"addition_embed_type", "class_embed_type", "encoder_hid_dim_type", "time_cond_proj_dim"})
+  for (const char* unsupported : {"class_embed_type", "encoder_hid_dim_type", "time_cond_proj_dim"})
     if (j.contains(unsupported) && !j[unsupported].is_null())
       fail(kWhere, file + ": field '" + std::string(unsupported) + "' = " + j[unsupported].dump() +
-                       " is not supported (only SD1.x/SD2.x UNets)");
+                       " is not supported (only SD1.x/SD2.x/SDXL UNets)");
+  get(j, file, "addition_embed_type", c.addition_embed_type);
+  if (!c.addition_embed_type.empty()) {
+    if (c.addition_embed_type != "text_time")
+      fail(kWhere, file + ": field 'addition_embed_type' = '" + c.addition_embed_type +
+                       "' is not supported (only SDXL's \"text_time\")");
+    get(j, file, "addition_time_embed_dim", c.addition_time_embed_dim);
+    get(j, file, "projection_class_embeddings_input_dim", c.projection_class_embeddings_input_dim);
+    if (c.addition_time_embed_dim < 1 || c.projection_class_embeddings_input_dim < 1)
+      fail(kWhere, file + ": addition_embed_type \"text_time\" needs addition_time_embed_dim and "
+                          "projection_class_embeddings_input_dim");
+  }
+  if (j.contains("reverse_transformer_layers_per_block") && !j["reverse_transformer_layers_per_block"].is_null())
+    fail(kWhere, file + ": field 'reverse_transformer_layers_per_block' is not supported");
   get(j, file, "in_channels", c.in_channels);
   get(j, file, "out_channels", c.out_channels);
   get(j, file, "sample_size", c.sample_size);
@@ -235,6 +250,7 @@ VAEConfig parse_vae_config(const std::string& file) {
   get(j, file, "layers_per_block", c.layers_per_block);
   get(j, file, "norm_num_groups", c.norm_num_groups);
   get(j, file, "scaling_factor", c.scaling_factor);
+  get(j, file, "force_upcast", c.force_upcast);
   return c;
 }
 
@@ -250,7 +266,7 @@ TextEncoderConfig parse_text_encoder_config(const std::string& file) {
   get(j, file, "max_position_embeddings", c.max_position_embeddings);
   get(j, file, "hidden_act", c.hidden_act);
   get(j, file, "layer_norm_eps", c.layer_norm_eps);
-  c.projection_dim = 0;  // CLIPTextModel has no projection; SDXL's bigG will set it.
+  c.projection_dim = 0;  // CLIPTextModel has no projection (text_encoder_2's is read by the folder loader)
   if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
     fail(kWhere, file + ": field 'hidden_act' = '" + c.hidden_act + "' is not supported (quick_gelu or gelu)");
   if (c.num_attention_heads < 1 || c.hidden_size % c.num_attention_heads != 0)
@@ -296,6 +312,71 @@ WeightStore load_part_weights(const std::string& dir, const std::vector<std::str
   fail(kWhere, dir + ": no weights file (" + names + ", .bin or a sharded .index.json)");
 }
 
+namespace {
+
+// True when model_index.json names a component ("text_encoder": ["transformers", "CLIPTextModel"]);
+// false for [null, null] or when absent.
+bool index_has(const json& index, const std::string& name) {
+  if (!index.contains(name)) return false;
+  const json& v = index[name];
+  return v.is_array() && !v.empty() && !v[0].is_null();
+}
+
+// SDXL parts of a StableDiffusionXL(Img2Img)Pipeline folder: text_encoder_2 (+ projection),
+// tokenizer_2, the model_index.json flags, and consistency checks of the added conditioning.
+void load_sdxl_parts(const fs::path& d, const json& index, const std::string& index_file, Checkpoint& ck,
+                     const std::function<fs::path(const std::string&)>& part_dir) {
+  ModelConfig& c = ck.config;
+  const fs::path te2 = part_dir("text_encoder_2");
+  const std::string te2_cfg = (te2 / "config.json").string();
+  c.text_2 = parse_text_encoder_config(te2_cfg);
+  ck.text_encoder_2 = strip_text_model(load_part_weights(te2.string(), {"model", "pytorch_model"}));
+  {
+    json j = read_json(te2_cfg);
+    const json& t = j.contains("text_config") && j["text_config"].is_object() ? j["text_config"] : j;
+    get(t, te2_cfg, "projection_dim", c.text_2.projection_dim);
+    auto it = ck.text_encoder_2.tensors.find("text_projection.weight");
+    if (it == ck.text_encoder_2.tensors.end())
+      fail(kWhere, te2.string() + ": text_encoder_2 weights have no 'text_projection.weight' (SDXL needs "
+                                  "CLIPTextModelWithProjection for the pooled text embedding)");
+    const Shape expect = {c.text_2.projection_dim, c.text_2.hidden_size};
+    if (it->second.shape() != expect)
+      fail(kWhere, te2.string() + ": text_projection.weight has shape " + shape_str(it->second.shape()) + ", expected " +
+                       shape_str(expect) + " (projection_dim, hidden_size of config.json)");
+  }
+  const fs::path tok2 = d / "tokenizer_2";
+  ck.tokenizer_2_dir = path_exists(tok2 / "vocab.json") && path_exists(tok2 / "merges.txt") ? tok2.string() : "";
+  c.pad_token_id_2 = read_pad_token_id(tok2, 0);
+
+  // StableDiffusionXL(Img2Img)Pipeline.__init__ defaults: force_zeros true, aesthetics false.
+  c.force_zeros_for_empty_prompt = true;
+  c.requires_aesthetics_score = false;
+  get(index, index_file, "force_zeros_for_empty_prompt", c.force_zeros_for_empty_prompt);
+  get(index, index_file, "requires_aesthetics_score", c.requires_aesthetics_score);
+
+  const UNetConfig& u = c.unet;
+  const std::string unet_cfg = (d / "unet" / "config.json").string();
+  if (u.addition_embed_type != "text_time")
+    fail(kWhere, unet_cfg + ": an SDXL UNet needs addition_embed_type \"text_time\"");
+  // diffusers' _get_add_time_ids: 6 ids (base) or 5 with requires_aesthetics_score (refiner).
+  const int n_ids = c.requires_aesthetics_score ? 5 : 6;
+  const int expect = c.text_2.projection_dim + n_ids * u.addition_time_embed_dim;
+  if (u.projection_class_embeddings_input_dim != expect)
+    fail(kWhere, unet_cfg + ": inconsistent pooled dims: projection_class_embeddings_input_dim " +
+                     std::to_string(u.projection_class_embeddings_input_dim) + " != text_encoder_2 projection_dim " +
+                     std::to_string(c.text_2.projection_dim) + " + " + std::to_string(n_ids) + " x addition_time_embed_dim " +
+                     std::to_string(u.addition_time_embed_dim) + " (requires_aesthetics_score " +
+                     (c.requires_aesthetics_score ? "true" : "false") + ")");
+  const int context = (c.has_text_1() ? c.text.hidden_size : 0) + c.text_2.hidden_size;
+  if (u.cross_attention_dim != context)
+    fail(kWhere, unet_cfg + ": cross_attention_dim " + std::to_string(u.cross_attention_dim) +
+                     " does not match the text encoders' hidden sizes (" +
+                     (c.has_text_1() ? std::to_string(c.text.hidden_size) + " + " : std::string()) +
+                     std::to_string(c.text_2.hidden_size) + ")");
+}
+
+}  // namespace
+
 void load_diffusers_folder(const std::string& dir, Checkpoint& ck) {
   const fs::path d(dir);
   const std::string index_file = (d / "model_index.json").string();
@@ -303,8 +384,11 @@ void load_diffusers_folder(const std::string& dir, Checkpoint& ck) {
   if (!index.contains("_class_name") || !index["_class_name"].is_string())
     fail(kWhere, index_file + ": field '_class_name' is missing (not a diffusers pipeline folder)");
   const std::string cls = index["_class_name"].get<std::string>();
-  if (cls.rfind("StableDiffusionXL", 0) == 0 || cls.rfind("StableDiffusion3", 0) == 0)
-    fail(kWhere, index_file + ": _class_name '" + cls + "' is not supported (only SD1.x/SD2.x pipelines)");
+  const bool xl = cls == "StableDiffusionXLPipeline" || cls == "StableDiffusionXLImg2ImgPipeline";
+  if (!xl && (cls.rfind("StableDiffusionXL", 0) == 0 || cls.rfind("StableDiffusion3", 0) == 0))
+    fail(kWhere, index_file + ": _class_name '" + cls +
+                     "' is not supported (SD1.x/SD2.x pipelines, StableDiffusionXLPipeline and "
+                     "StableDiffusionXLImg2ImgPipeline)");
   if (cls.rfind("StableDiffusion", 0) != 0)
     fail(kWhere, index_file + ": _class_name '" + cls + "' is not a Stable Diffusion pipeline");
 
@@ -315,27 +399,45 @@ void load_diffusers_folder(const std::string& dir, Checkpoint& ck) {
     if (!path_exists(p / "config.json")) fail(kWhere, dir + ": missing " + part + "/config.json");
     return p;
   };
-  const fs::path unet = part_dir("unet"), vae = part_dir("vae"), te = part_dir("text_encoder");
+  // The SDXL refiner has no first text encoder (model_index.json: "text_encoder": [null, null]).
+  const bool has_te1 = !xl || index_has(index, "text_encoder");
+  const fs::path unet = part_dir("unet"), vae = part_dir("vae");
 
   ModelConfig& c = ck.config;
   c.unet = parse_unet_config((unet / "config.json").string());
   c.vae = parse_vae_config((vae / "config.json").string());
-  c.text = parse_text_encoder_config((te / "config.json").string());
+  if (xl) {
+    c.family = has_te1 ? "sdxl" : "sdxl_refiner";
+    c.scheduler = detect::default_scheduler(c.family, "epsilon");
+    // SDXL's vae config.json sample_size (1024) is the tile size diffusers uses. SD1/SD2 keep
+    // the default 512 (their configs' values were never read).
+    json vj = read_json((vae / "config.json").string());
+    get(vj, (vae / "config.json").string(), "sample_size", c.vae.sample_size);
+  } else if (!c.unet.addition_embed_type.empty()) {
+    fail(kWhere, (unet / "config.json").string() + ": addition_embed_type \"" + c.unet.addition_embed_type +
+                     "\" in a " + cls + " folder (only SDXL pipelines use it)");
+  }
   fs::path sched = d / "scheduler" / "scheduler_config.json";
   if (path_exists(sched)) c.scheduler = parse_scheduler_config(sched.string());
-  // SD2 = OpenCLIP text encoder (gelu) / 1024-dim cross-attention; SD1 = CLIP-L (quick_gelu).
-  c.family = (c.text.hidden_act == "gelu" || c.unet.cross_attention_dim == 1024) ? "sd2" : "sd1";
-  if (c.unet.cross_attention_dim != c.text.hidden_size)
-    fail(kWhere, dir + ": unet/config.json cross_attention_dim " + std::to_string(c.unet.cross_attention_dim) +
-                     " does not match text_encoder/config.json hidden_size " + std::to_string(c.text.hidden_size));
-
   ck.unet = load_part_weights(unet.string(), {"diffusion_pytorch_model"});
   ck.vae = modernise_vae_names(load_part_weights(vae.string(), {"diffusion_pytorch_model"}));
-  ck.text_encoder = strip_text_model(load_part_weights(te.string(), {"model", "pytorch_model"}));
 
-  const fs::path tok = d / "tokenizer";
-  ck.tokenizer_dir = path_exists(tok / "vocab.json") && path_exists(tok / "merges.txt") ? tok.string() : "";
-  c.pad_token_id = read_pad_token_id(tok, c.family == "sd2" ? 0 : 49407);
+  if (has_te1) {
+    const fs::path te = part_dir("text_encoder");
+    c.text = parse_text_encoder_config((te / "config.json").string());
+    ck.text_encoder = strip_text_model(load_part_weights(te.string(), {"model", "pytorch_model"}));
+    const fs::path tok = d / "tokenizer";
+    ck.tokenizer_dir = path_exists(tok / "vocab.json") && path_exists(tok / "merges.txt") ? tok.string() : "";
+    if (!xl) {
+      // SD2 = OpenCLIP text encoder (gelu) / 1024-dim cross-attention; SD1 = CLIP-L (quick_gelu).
+      c.family = (c.text.hidden_act == "gelu" || c.unet.cross_attention_dim == 1024) ? "sd2" : "sd1";
+      if (c.unet.cross_attention_dim != c.text.hidden_size)
+        fail(kWhere, dir + ": unet/config.json cross_attention_dim " + std::to_string(c.unet.cross_attention_dim) +
+                         " does not match text_encoder/config.json hidden_size " + std::to_string(c.text.hidden_size));
+    }
+    c.pad_token_id = read_pad_token_id(tok, c.family == "sd2" ? 0 : 49407);
+  }
+  if (xl) load_sdxl_parts(d, index, index_file, ck, part_dir);
 }
 
 }  // namespace easel

@@ -1,5 +1,6 @@
 // Diffusers folders: model_index.json, then one folder per part with its config.json and
-// weights (unet/, vae/, text_encoder/, tokenizer/, scheduler/). Configs are parsed with
+// weights (unet/, vae/, text_encoder/, tokenizer/, scheduler/; SDXL adds text_encoder_2/ and
+// tokenizer_2/, and the refiner has no text_encoder/). Configs are parsed with
 // nlohmann-json into the structs of models/config.h; errors name the file and the field.
 //   https://huggingface.co/docs/diffusers/main/en/api/pipelines/stable_diffusion/text2img
 #pragma once
@@ -25,8 +26,11 @@ SchedulerConfig parse_scheduler_config(const std::string& file);
 // sharded <stem>.safetensors.index.json / .bin.index.json. `stems` in order of preference.
 WeightStore load_part_weights(const std::string& dir, const std::vector<std::string>& stems);
 
-// Fills ck.config (family detected from the configs), ck.unet/vae/text_encoder (text_model.
-// stripped) and ck.tokenizer_dir from a diffusers folder.
+// Fills ck.config, ck.unet/vae/text_encoder(_2) (text_model. stripped; text_encoder_2 keeps
+// "text_projection.weight") and ck.tokenizer(_2)_dir from a diffusers folder. Family: "sdxl" /
+// "sdxl_refiner" for StableDiffusionXL(Img2Img)Pipeline with / without a text_encoder (the
+// model_index.json flags force_zeros_for_empty_prompt and requires_aesthetics_score are read);
+// otherwise "sd2" for an OpenCLIP (gelu) text encoder or 1024-dim cross-attention, else "sd1".
 void load_diffusers_folder(const std::string& dir, Checkpoint& ck);
 
 }  // namespace easel

@@ -1,5 +1,6 @@
 #include "io/keys_openclip.h"
 
+#include <cstring>
 #include <set>
 #include <utility>
 
@@ -21,6 +22,18 @@ bool parse_block(const std::string& key, int& index, std::string& rest) {
   return true;
 }
 
+// [R, C] -> [C, R], same dtype, bit-exact.
+Tensor transpose2d(const Tensor& t) {
+  const int64_t r = t.size(0), c = t.size(1);
+  const size_t e = dtype_size(t.dtype());
+  Tensor out = Tensor::empty({c, r}, t.dtype());
+  const char* src = static_cast<const char*>(t.raw());
+  char* dst = static_cast<char*>(out.raw());
+  for (int64_t i = 0; i < r; i++)
+    for (int64_t j = 0; j < c; j++) std::memcpy(dst + (j * r + i) * e, src + (i * c + j) * e, e);
+  return out;
+}
+
 }  // namespace
 
 int openclip_layers(const WeightStore& src) {
@@ -36,7 +49,7 @@ int openclip_layers(const WeightStore& src) {
 }
 
 WeightStore openclip_to_hf(const WeightStore& src, int keep_layers, std::vector<std::string>& unknown,
-                           const std::string& report_prefix) {
+                           const std::string& report_prefix, bool keep_projection) {
   static const std::vector<std::pair<std::string, std::string>> top = {
       {"token_embedding.weight", "embeddings.token_embedding.weight"},
       {"positional_embedding", "embeddings.position_embedding.weight"},
@@ -62,7 +75,15 @@ WeightStore openclip_to_hf(const WeightStore& src, int keep_layers, std::vector<
     bool done = false;
     for (auto& [from, to] : top)
       if (key == from) out.tensors[to] = t, done = true;
-    if (done || dropped.count(key)) continue;
+    if (done) continue;
+    if (key == "text_projection" && keep_projection) {
+      if (t.dim() != 2)
+        fail("checkpoint", src.source + ": tensor '" + report_prefix + key + "' has shape " + shape_str(t.shape()) +
+                               ", expected [width, proj]");
+      out.tensors["text_projection.weight"] = transpose2d(t);  // [proj, C]
+      continue;
+    }
+    if (dropped.count(key)) continue;
     int i;
     std::string rest;
     if (!parse_block(key, i, rest)) {
