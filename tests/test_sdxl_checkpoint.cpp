@@ -378,6 +378,19 @@ TEST(SdxlCheckpointErrors, BrokenSingleFiles) {
                            m.erase("model.diffusion_model.label_emb.0.0.bias");
                          }),
                "SDXL UNet without its added-conditioning embedding: tensor 'model.diffusion_model.label_emb.0.0.weight' is missing");
+  {  // `easel info` still describes it, with the reason.
+    std::string desc = describe_checkpoint(d + "/no_label_emb.safetensors");
+    EXPECT_NE(desc.find("not loadable as a model: [checkpoint]"), std::string::npos) << desc;
+    EXPECT_NE(desc.find("label_emb.0.0.weight' is missing"), std::string::npos) << desc;
+  }
+  {  // A file cut short (an interrupted download).
+    const std::string cut = d + "/cut.safetensors";
+    fs::copy_file(sdxl(kBaseFile), cut);
+    fs::resize_file(cut, fs::file_size(cut) / 2);
+    const std::string msg = error_of([&] { open_checkpoint(cut); });
+    EXPECT_NE(msg.find("cut.safetensors"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("past end of file"), std::string::npos) << msg;
+  }
   EXPECT_ERROR(open_with("no_proj.safetensors", kBaseFile,
                          [](auto& m) { m.erase("conditioner.embedders.1.model.text_projection"); }),
                "OpenCLIP bigG text encoder has no text_projection");
