@@ -162,12 +162,8 @@ Checkpoint open_single_file(const std::string& path, WeightStore all) {
   if (vae_ldm.tensors.empty()) fail(kWhere, path + ": no VAE weights found (first_stage_model.*)");
   c.unet = detect::unet_from_ldm(unet_ldm, c.family);
   c.vae = detect::vae_from_ldm(vae_ldm);
-  std::vector<keys::PrefixMap> unet_table = keys::ldm_unet_table(c.unet);
-  if (xl) {  // the added-conditioning MLP (label_emb.0.1 is its SiLU)
-    unet_table.push_back({"label_emb.0.0.", "add_embedding.linear_1.", keys::Rule::Same});
-    unet_table.push_back({"label_emb.0.2.", "add_embedding.linear_2.", keys::Rule::Same});
-  }
-  ck.unet = keys::apply_table(unet_ldm, unet_table, ck.unknown_keys, kUNet);
+  if (xl) c.unet.addition_embed_type = "text_time";  // sizes: sdxl_added_conditioning, once the pooled dim is known
+  ck.unet = keys::apply_table(unet_ldm, keys::ldm_unet_table(c.unet), ck.unknown_keys, kUNet);
   ck.vae = keys::apply_table(vae_ldm, keys::ldm_vae_table(c.vae), ck.unknown_keys, kVAE);
 
   std::vector<std::string> consumed = {kUNet, kVAE};

@@ -77,6 +77,10 @@ std::vector<PrefixMap> ldm_unet_table(const UNetConfig& c) {
       {"middle_block.1.", "mid_block.attentions.0.", Rule::UNetAttention},
       {"middle_block.2.", "mid_block.resnets.1.", Rule::UNetResnet},
   };
+  if (c.addition_embed_type == "text_time") {  // SDXL: the added-conditioning MLP (label_emb.0.1 is its SiLU)
+    t.push_back({"label_emb.0.0.", "add_embedding.linear_1.", Rule::Same});
+    t.push_back({"label_emb.0.2.", "add_embedding.linear_2.", Rule::Same});
+  }
   for (int i = 0; i < n; i++) {
     // Down level i: input_blocks 1 + (L+1)*i + j hold resnet j (.0) and its attention (.1);
     // input_blocks (L+1)*(i+1) holds the downsampler (.0.op) of levels before the last.

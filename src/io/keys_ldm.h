@@ -32,6 +32,7 @@ struct PrefixMap {
 };
 
 // LDM UNetModel (keys without "model.diffusion_model.") -> diffusers UNet2DConditionModel.
+// With addition_embed_type "text_time" (SDXL): label_emb.0.0/0.2 -> add_embedding.linear_1/linear_2.
 std::vector<PrefixMap> ldm_unet_table(const UNetConfig& c);
 // LDM AutoencoderKL (keys without "first_stage_model.") -> diffusers AutoencoderKL.
 std::vector<PrefixMap> ldm_vae_table(const VAEConfig& c);
