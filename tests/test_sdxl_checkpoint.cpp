@@ -13,6 +13,7 @@
 #include "common.h"
 #include "io/checkpoint.h"
 #include "io/detect.h"
+#include "io/keys_ldm.h"
 #include "io/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -284,6 +285,21 @@ TEST(SdxlDetect, FamilyFromTextEncoders) {
   EXPECT_EQ(sc.beta_schedule, "scaled_linear");
   EXPECT_EQ(detect::sdxl_time_ids("sdxl"), 6);
   EXPECT_EQ(detect::sdxl_time_ids("sdxl_refiner"), 5);
+}
+
+TEST(SdxlDetect, UNetTableMapsLabelEmbOnlyForTextTime) {
+  UNetConfig c;  // SD1.5 layout
+  auto has = [](const std::vector<keys::PrefixMap>& t, const std::string& from, const std::string& to) {
+    for (auto& e : t)
+      if (e.from == from) return e.to == to;
+    return false;
+  };
+  EXPECT_FALSE(has(keys::ldm_unet_table(c), "label_emb.0.0.", "add_embedding.linear_1."));
+  c.addition_embed_type = "text_time";
+  const auto t = keys::ldm_unet_table(c);
+  EXPECT_TRUE(has(t, "label_emb.0.0.", "add_embedding.linear_1."));
+  EXPECT_TRUE(has(t, "label_emb.0.2.", "add_embedding.linear_2."));
+  EXPECT_FALSE(has(t, "label_emb.0.1.", "add_embedding.act."));  // SiLU: no weights
 }
 
 TEST(SdxlDetect, AddedConditioningSplitsExactly) {
