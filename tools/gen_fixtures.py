@@ -23,7 +23,9 @@ def main():
         try:  # imported lazily, so a step whose module is missing does not stop the others
             mod = __import__(f"fixtures.{s}", fromlist=["generate"])
         except ModuleNotFoundError as e:
-            print(f"step {s}: skipped ({e})")
+            if e.name != f"fixtures.{s}":
+                raise
+            print(f"step {s}: skipped (tools/fixtures/{s}.py does not exist yet)")
             continue
         mod.generate()
     total = 0
