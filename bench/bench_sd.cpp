@@ -1,7 +1,10 @@
 // Full-size Stable Diffusion timings (Google Benchmark): one UNet step with CFG (batch 2),
 // VAE decode, text encode; peak RSS reported as a counter.
 //   EASEL_BENCH_MODEL=/path/sd15.safetensors build/bin/bench_sd --benchmark_filter=...
-// Make the random full-size checkpoints with tools/make_bench_models.py.
+//   EASEL_BENCH_MODEL=/path/sdxl.safetensors build/bin/bench_sd --benchmark_filter='BM_UNetStep/0/1024/1'
+// Make the random full-size checkpoints with tools/make_bench_models.py. SDXL checkpoints (base or
+// refiner) get the added conditioning (pooled text embeds + time ids) in the UNet step, and the text
+// encode runs both encoders as diffusers' StableDiffusionXLPipeline.encode_prompt.
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
@@ -37,7 +40,8 @@ struct Models {
   Checkpoint ckpt;
   UNet2DConditionModel unet;
   AutoencoderKL vae;
-  CLIPTextModel text;
+  CLIPTextModel text;    // SD1/SD2; SDXL base: CLIP-L (absent in the refiner)
+  CLIPTextModel text_2;  // SDXL: OpenCLIP bigG with projection
 };
 
 Models& models() {
@@ -49,7 +53,9 @@ Models& models() {
     m->ckpt = open_checkpoint(path);
     m->unet.load(m->ckpt.unet, m->ckpt.config.unet);
     m->vae.load(m->ckpt.vae, m->ckpt.config.vae);
-    m->text.load(m->ckpt.text_encoder, m->ckpt.config.text);
+    const ModelConfig& c = m->ckpt.config;
+    if (c.has_text_1()) m->text.load(m->ckpt.text_encoder, c.text);
+    if (c.is_sdxl()) m->text_2.load(m->ckpt.text_encoder_2, c.text_2);
   }
   return *m;
 }
@@ -66,15 +72,39 @@ void set_precision(benchmark::State& st) {
               (ops::winograd() ? ", winograd" : ""));
 }
 
-// One sampling step of a 512x512 image with guidance: UNet on batch 2.
+// SDXL added conditioning for a batch of 2 at size x size: pooled text embeds [2, proj] and time ids
+// [2, 6] (base: original size, crop (0, 0), target size) or [2, 5] (refiner: aesthetic score last).
+struct AddedCond {
+  Tensor text_embeds, time_ids;
+  UNetExtras extras;
+};
+std::unique_ptr<AddedCond> added_cond(const ModelConfig& c, float size) {
+  if (c.unet.addition_embed_type != "text_time") return nullptr;
+  auto a = std::make_unique<AddedCond>();
+  int64_t proj = c.text_2.projection_dim;
+  int64_t n = (c.unet.projection_class_embeddings_input_dim - proj) / c.unet.addition_time_embed_dim;
+  a->text_embeds = randn({2, proj}, 4);
+  a->time_ids = Tensor::empty({2, n});
+  std::vector<float> ids = {size, size, 0.f, 0.f, size, size};
+  if (n == 5) ids = {size, size, 0.f, 0.f, 6.f};
+  for (int64_t b = 0; b < 2; b++)
+    for (int64_t i = 0; i < n; i++) a->time_ids.f32()[b * n + i] = ids.at(i);
+  a->extras.text_embeds = &a->text_embeds;
+  a->extras.time_ids = &a->time_ids;
+  return a;
+}
+
+// One sampling step of a size x size image with guidance: UNet on batch 2.
 void BM_UNetStep(benchmark::State& st) {
   set_precision(st);
   Models& m = models();
   int64_t hw = st.range(1) / 8;
   Tensor x = randn({2, 4, hw, hw}, 1);
   Tensor ctx = randn({2, 77, (int64_t)m.ckpt.config.unet.cross_attention_dim}, 2);
-  m.unet.forward(x, {500.f, 500.f}, ctx);  // warm-up: packs weights, creates primitives
-  for (auto _ : st) benchmark::DoNotOptimize(m.unet.forward(x, {500.f, 500.f}, ctx));
+  auto add = added_cond(m.ckpt.config, (float)st.range(1));
+  const UNetExtras* ex = add ? &add->extras : nullptr;
+  m.unet.forward(x, {500.f, 500.f}, ctx, ex);  // warm-up: packs weights, creates primitives
+  for (auto _ : st) benchmark::DoNotOptimize(m.unet.forward(x, {500.f, 500.f}, ctx, ex));
   st.counters["peak_rss_GiB"] = peak_rss_gib();
 }
 
@@ -92,12 +122,27 @@ void BM_TextEncode(benchmark::State& st) {
   Models& m = models();
   Tensor ids = Tensor::zeros({2, 77}, DType::I64);
   for (int i = 0; i < 77; i++) ids.data<int64_t>()[i] = ids.data<int64_t>()[77 + i] = i == 0 ? 49406 : 320 + i;
-  for (auto _ : st) benchmark::DoNotOptimize(m.text.forward(ids, 1));
+  const ModelConfig& c = m.ckpt.config;
+  if (!c.is_sdxl()) {
+    for (auto _ : st) benchmark::DoNotOptimize(m.text.forward(ids, 1));
+    return;
+  }
+  // SDXL: penultimate hidden states of both encoders (raw, concatenated on channels by the caller),
+  // pooled = text_projection(final_layer_norm(last layer of bigG) at the EOS token).
+  for (auto _ : st) {
+    if (c.has_text_1()) benchmark::DoNotOptimize(m.text.hidden_states(ids, c.text.num_hidden_layers - 1).back());
+    std::vector<Tensor> hs = m.text_2.hidden_states(ids);  // [0] embeddings .. [n] last layer
+    benchmark::DoNotOptimize(hs[hs.size() - 2]);
+    Tensor pooled = CLIPTextModel::pooled(m.text_2.final_layer_norm(hs.back()), ids);  // [2, C]
+    benchmark::DoNotOptimize(m.text_2.project(pooled));                               // [2, proj]
+  }
 }
 
 }  // namespace
 
+// Sizes: 512 (SD1/SD2), 1024 (SDXL, one timed step: ~1 min each on 2 cores).
 BENCHMARK(BM_UNetStep)->ArgsProduct({{0, 1}, {512}, {1, 0}})->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
-BENCHMARK(BM_VAEDecode)->ArgsProduct({{0, 1}, {512}, {1, 0}})->Unit(benchmark::kSecond)->Iterations(1)->UseRealTime();
+BENCHMARK(BM_UNetStep)->ArgsProduct({{0, 1}, {1024}, {1, 0}})->Unit(benchmark::kSecond)->Iterations(1)->UseRealTime();
+BENCHMARK(BM_VAEDecode)->ArgsProduct({{0, 1}, {512, 1024}, {1, 0}})->Unit(benchmark::kSecond)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_TextEncode)->ArgsProduct({{0, 1}, {512}, {1}})->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
 BENCHMARK_MAIN();
