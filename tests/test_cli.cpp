@@ -127,3 +127,34 @@ TEST(Cli, InfoOnModel) {
   CliRun r = easel_cli("info '" + model() + "'");
   EXPECT_EQ(r.status, 0) << r.err;
 }
+
+std::string sdxl() { return test::fixture("sdxl/sdxl_ldm.safetensors"); }
+
+TEST(Cli, SdxlWithSd1Flags) { expect_failure("--family sd1", "sdxl", sdxl()); }
+TEST(Cli, RefinerIsNotSdxl) { expect_failure("--refiner '" + model() + "'", "not an SDXL model", sdxl()); }
+TEST(Cli, RefinerOnSd1Base) {
+  expect_failure("--refiner '" + test::fixture("sdxl/sdxl_refiner_ldm.safetensors") + "'", "needs an SDXL base");
+}
+TEST(Cli, BadRefinerStart) {
+  expect_failure("--refiner '" + test::fixture("sdxl/sdxl_refiner_ldm.safetensors") + "' --refiner-start 1",
+                 "refiner start", sdxl());
+}
+TEST(Cli, BadOriginalSize) { expect_failure("--original-size 12y4", "--original-size", sdxl()); }
+
+TEST(Cli, SdxlRefinerTiledWritesParameters) {
+  std::string out = tmpdir() + "/xl.png";
+  fs::remove(out);
+  CliRun r = easel_cli("generate -m '" + sdxl() + "' --refiner '" + test::fixture("sdxl/sdxl_refiner_ldm.safetensors") +
+                       "' --refiner-start 0.6 -p 'a cat' -W 64 -H 64 --steps 4 --sampler euler --vae-tiling --original-size 128x96 -o '" +
+                       out + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::string params;
+  for (auto& [k, v] : read_png_text(out))
+    if (k == "parameters") params = v;
+  auto kv = parse_a1111_parameters(params);
+  EXPECT_EQ(kv["Size"], "64x64");
+  EXPECT_EQ(kv["Refiner switch at"], "0.6");
+  EXPECT_EQ(kv["Refiner"].rfind("sdxl_refiner_ldm [", 0), 0u) << kv["Refiner"];
+  Image img = read_image(out, 3);
+  EXPECT_EQ(img.width, 64);
+}
