@@ -16,6 +16,7 @@
 #include "models/clip.h"
 #include "models/unet.h"
 #include "models/vae.h"
+#include "models/vae_tiling.h"
 #include "ops/ops.h"
 
 using namespace easel;
@@ -117,6 +118,20 @@ void BM_VAEDecode(benchmark::State& st) {
   st.counters["peak_rss_GiB"] = peak_rss_gib();
 }
 
+// Tiled decode (--vae-tiling, diffusers enable_tiling): args {size, tile px}. Peak memory is one tile's.
+void BM_VAEDecodeTiled(benchmark::State& st) {
+  ops::set_compute_dtype(DType::F32);
+  ops::set_weight_cache_limit((size_t)64 << 30);
+  Models& m = models();
+  int64_t hw = st.range(0) / 8;
+  Tensor z = randn({1, 4, hw, hw}, 3);
+  VAETiling opt;
+  opt.tile_px = (int)st.range(1);
+  st.SetLabel("f32, tile " + std::to_string(opt.tile_px) + " px");
+  for (auto _ : st) benchmark::DoNotOptimize(vae_decode_tiled(m.vae, z, opt));
+  st.counters["peak_rss_GiB"] = peak_rss_gib();
+}
+
 void BM_TextEncode(benchmark::State& st) {
   set_precision(st);
   Models& m = models();
@@ -144,5 +159,6 @@ void BM_TextEncode(benchmark::State& st) {
 BENCHMARK(BM_UNetStep)->ArgsProduct({{0, 1}, {512}, {1, 0}})->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
 BENCHMARK(BM_UNetStep)->ArgsProduct({{0, 1}, {1024}, {1, 0}})->Unit(benchmark::kSecond)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_VAEDecode)->ArgsProduct({{0, 1}, {512, 1024}, {1, 0}})->Unit(benchmark::kSecond)->Iterations(1)->UseRealTime();
+BENCHMARK(BM_VAEDecodeTiled)->Args({1024, 512})->Args({512, 256})->Unit(benchmark::kSecond)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_TextEncode)->ArgsProduct({{0, 1}, {512}, {1}})->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
 BENCHMARK_MAIN();

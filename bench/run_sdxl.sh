@@ -8,7 +8,8 @@
 # leaves parts out. One UNet step takes about a minute per engine on 2 cores: the whole run ~30 min.
 # Parts, most important first: machine peak, easel UNet step (packed-weight cache) + VAE decode + text
 # encode, diffusers (same work, FLOPs per step), easel UNet step without weight cache (low-memory mode),
-# whole CLI runs under /usr/bin/time (default, --low-memory, --low-memory --vae-tiling), then a summary.
+# whole CLI runs under /usr/bin/time (default, --low-memory), then a summary. (--vae-tiling in the CLI
+# tiles at the VAE's sample_size, 1024 px for SDXL: a no-op at 1024x1024, so bench_sd times 512 px tiles.)
 set -uo pipefail  # no -e: a failing part is reported and the others still run
 cd "$(dirname "$0")/.."
 T=${1:-2}
@@ -35,9 +36,11 @@ cli() {  # label, extra flags...
   echo "## machine peak (bench_ops: matmul 2048^3 f32 oneDNN, conv 3x3, attention)"
   "$BIN/bench_ops" --benchmark_filter='BM_Matmul/mode:1/M:2048|BM_Conv2d/mode:1/C:320|BM_Attention/mode:1/L:4096/Lk:4096' 2>&1 |
     grep -E "^BM_"
-  echo "## easel: SDXL UNet step ${S}x${S}, VAE decode, text encode (both encoders); f16 checkpoint, f32 compute, packed-weight cache ($(date -u +%H:%M:%S), load $(load))"
-  EASEL_BENCH_MODEL=$MODEL "$BIN/bench_sd" --benchmark_filter="BM_UNetStep/0/$S/1/|BM_VAEDecode/0/$S/1|BM_TextEncode/0/" 2>&1 |
-    grep -E "^BM_|rror"
+  echo "## easel: SDXL UNet step ${S}x${S}, text encode (both encoders); f16 checkpoint, f32 compute, packed-weight cache ($(date -u +%H:%M:%S), load $(load))"
+  EASEL_BENCH_MODEL=$MODEL "$BIN/bench_sd" --benchmark_filter="BM_UNetStep/0/$S/1/|BM_TextEncode/0/" 2>&1 | grep -E "^BM_|rror"
+  echo "## easel: VAE decode ${S}x${S}, untiled and tiled (--vae-tiling, tiles of half the size), one process each for peak RSS"
+  EASEL_BENCH_MODEL=$MODEL "$BIN/bench_sd" --benchmark_filter="BM_VAEDecode/0/$S/1/" 2>&1 | grep -E "^BM_|rror"
+  EASEL_BENCH_MODEL=$MODEL "$BIN/bench_sd" --benchmark_filter="BM_VAEDecodeTiled/$S/" 2>&1 | grep -E "^BM_|rror"
   if ! skip diffusers; then
     echo "## PyTorch/diffusers fp32, same work, same threads ($(date -u +%H:%M:%S), load $(load))"
     (cd tools && /usr/bin/time -f "wall %e s, peak RSS %M KiB (diffusers)" \
@@ -49,11 +52,6 @@ cli() {  # label, extra flags...
     echo "## easel: whole CLI run, ${S}x${S}, euler, f16 checkpoint (peak RSS via /usr/bin/time)"
     cli "default, 2 steps" --steps 2
     cli "--low-memory, 2 steps" --steps 2 --low-memory
-    if "$BIN/easel" generate --help 2>&1 | grep -q -- --vae-tiling; then
-      cli "--low-memory --vae-tiling, 1 step" --steps 1 --low-memory --vae-tiling
-    else
-      echo "(no --vae-tiling in this build)"
-    fi
   fi
   echo "# done $(date -u), load: $(load)"
 } 2>&1 | tee "$out"
@@ -75,6 +73,7 @@ size = num(r"size (\d+)x", cast=int)
 peak = num(r"^BM_Matmul/mode:1/M:2048\S*.*GFLOP/s=([\d.]+)")
 e_step, e_low = secs(f"BM_UNetStep/0/{size}/1/"), secs(f"BM_UNetStep/0/{size}/0/")
 e_vae, e_txt = secs(f"BM_VAEDecode/0/{size}/1/"), secs("BM_TextEncode/0/")
+e_vae_t = secs(f"BM_VAEDecodeTiled/{size}/")
 d = next((json.loads(l) for l in txt.splitlines() if l.startswith('{"family"')), {})
 f = lambda x, p=2: "n/a" if x is None else f"{x:.{p}f}"  # noqa: E731
 print("## summary")
@@ -84,9 +83,13 @@ if tf and peak:
     print(f"UNet step FLOPs (torch.utils.flop_counter): {tf:.3f} TFLOP -> FLOP-bound time {tf * 1e3 / peak:.1f} s")
 print(f"UNet step s: easel {f(e_step)} (cache), {f(e_low)} (no cache); diffusers {f(d.get('unet_step_s'))}")
 if e_step and d.get("unet_step_s"):
-    print(f"  easel speed-up vs diffusers: {d['unet_step_s'] / e_step:.2f}x; "
-          f"easel effective {tf * 1e3 / e_step:.0f} GFLOP/s = {tf * 1e3 / peak / e_step:.2f}x FLOP-bound")
-print(f"VAE decode s: easel {f(e_vae)}, diffusers {f(d.get('vae_decode_s'))} ({f(d.get('vae_decode_tflop'), 3)} TFLOP)")
+    bound = tf * 1e3 / peak
+    print(f"  easel speed-up vs diffusers: {d['unet_step_s'] / e_step:.2f}x; step / FLOP-bound time: easel "
+          f"{e_step / bound:.2f}x ({tf * 1e3 / e_step:.0f} GFLOP/s), diffusers {d['unet_step_s'] / bound:.2f}x "
+          f"({tf * 1e3 / d['unet_step_s']:.0f} GFLOP/s)")
+print(f"VAE decode s: easel {f(e_vae)} (peak RSS {f(rss(f'BM_VAEDecode/0/{size}/1/'))} GiB), tiled {f(e_vae_t)} "
+      f"(peak RSS {f(rss(f'BM_VAEDecodeTiled/{size}/'))} GiB); diffusers {f(d.get('vae_decode_s'))} "
+      f"({f(d.get('vae_decode_tflop'), 3)} TFLOP)")
 print(f"text encode ms: easel {f(e_txt and e_txt * 1e3, 0)}, diffusers {f(d.get('text_encode_s') and d['text_encode_s'] * 1e3, 0)}")
 print(f"peak RSS GiB: easel bench_sd cache {f(rss(f'BM_UNetStep/0/{size}/1/'))}, no cache {f(rss(f'BM_UNetStep/0/{size}/0/'))}; "
       f"diffusers UNet part {f(d.get('peak_rss_unet_gib'))}")
