@@ -158,10 +158,10 @@ TEST(SdxlCheckpoint, BaseSingleFileMatchesFolder) {
   EXPECT_EQ(c.family, "sdxl");
   expect_same_config(c, f.config);
   // The tiny base of the contract.
-  EXPECT_EQ(c.unet.block_out_channels, (std::vector<int>{32, 64, 128}));
+  EXPECT_EQ(c.unet.block_out_channels, (std::vector<int>{32, 64, 64}));
   EXPECT_EQ(c.unet.down_block_types, (std::vector<std::string>{"DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"}));
   EXPECT_EQ(c.unet.heads_at(1), 1);
-  EXPECT_EQ(c.unet.heads_at(2), 2);  // 64-dim heads
+  EXPECT_EQ(c.unet.heads_at(2), 1);  // 64-dim heads (more than one: test_checkpoint's real SD2.1 layout)
   EXPECT_EQ(c.unet.transformer_layers_per_block[1], 1);
   EXPECT_EQ(c.unet.transformer_layers_per_block[2], 2);
   EXPECT_TRUE(c.unet.use_linear_projection);
@@ -234,7 +234,9 @@ TEST(SdxlCheckpoint, RefinerSingleFileMatchesFolder) {
   EXPECT_EQ(c.unet.block_out_channels, (std::vector<int>{32, 64, 64, 64}));
   EXPECT_EQ(c.unet.down_block_types,
             (std::vector<std::string>{"DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"}));
-  for (int i = 1; i < 4; i++) EXPECT_EQ(c.unet.transformer_layers_per_block[i], 2) << i;  // level 3: mid block's
+  // Depth (1, 1, 1, 2): level 3 has no attention, its depth is the mid block's.
+  for (int i = 1; i < 3; i++) EXPECT_EQ(c.unet.transformer_layers_per_block[i], 1) << i;
+  EXPECT_EQ(c.unet.transformer_layers_per_block[3], 2);
   EXPECT_EQ(c.unet.cross_attention_dim, 64);  // bigG only
   EXPECT_EQ(c.unet.addition_time_embed_dim, 8);
   EXPECT_EQ(c.unet.projection_class_embeddings_input_dim, 72);  // 32 + 5 * 8

@@ -3,8 +3,9 @@
 // added conditioning (pooled text embeds + time ids -> add_time_proj -> add_embedding) checked on its own.
 // Weights: through open_checkpoint (diffusers folders and LDM single files with label_emb.0.0/0.2), and
 // the diffusers unet/ subfolder with load_weights + parse_unet_config for the other tests.
-// Tiny shapes: base (32, 64, 128), DownBlock2D first, transformer depth (1, 1, 2) (mid block 2, up
-// blocks mirrored), 64-dim heads, 6 time ids; refiner (32, 64, 64, 64), depth 2, 5 time ids.
+// Tiny shapes: base (32, 64, 64), DownBlock2D first, transformer depth (1, 1, 2) (mid block 2, up
+// blocks mirrored), one 64-dim head per level, 6 time ids; refiner (32, 64, 64, 64), DownBlock2D first and
+// last, depth (1, 1, 1, 2) (mid block 2), 5 time ids.
 #include <cmath>
 #include <cstdio>
 
@@ -199,7 +200,9 @@ TEST(SDXLUNet, BlockLayout) {
   EXPECT_EQ(m.unet.up_blocks[0].attentions.at(2).transformer_blocks.size(), 2u);
   EXPECT_EQ(m.unet.up_blocks[1].attentions.at(0).transformer_blocks.size(), 1u);
   EXPECT_TRUE(m.unet.up_blocks[2].attentions.empty());
-  EXPECT_EQ(d[2].attentions[0].transformer_blocks[0].attn1.heads, 2);  // 128 channels / 64
+  // 64 channels / 64-dim heads (config attention_head_dim 1 = heads, not the head size; heads > 1 from
+  // channels / 64: test_checkpoint's real SD2.1 layout).
+  EXPECT_EQ(d[2].attentions[0].transformer_blocks[0].attn1.heads, 1);
   EXPECT_TRUE(d[2].attentions[0].linear_proj);
 }
 
