@@ -100,7 +100,9 @@ TEST_P(VAERef, MatchesDiffusersStageByStage) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, VAERef,
                          ::testing::Values(Source{"sd1_diffusers", "sd1/diffusers", "sd1/ref_vae.safetensors"},
                                            Source{"sd1_ldm", "sd1/sd1_ldm.safetensors", "sd1/ref_vae.safetensors"},
-                                           Source{"sd2_ldm", "sd2/sd2_ldm.safetensors", "sd2/ref_vae.safetensors"}),
+                                           Source{"sd2_ldm", "sd2/sd2_ldm.safetensors", "sd2/ref_vae.safetensors"},
+                                           Source{"sdxl_ldm", "sdxl/sdxl_ldm.safetensors", "sdxl/ref_vae.safetensors"},
+                                           Source{"sdxl_diffusers", "sdxl/diffusers", "sdxl/ref_vae.safetensors"}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 TEST(VAE, RejectsBadInputs) {
