@@ -194,7 +194,7 @@ TEST(VAETiling, RejectsBadOptions) {
 
 // Peak memory / time of a full-size decode (not a test; run one configuration per process):
 //   EASEL_VAE_BENCH=/tmp/vae.safetensors (diffusers keys, SD VAE config) EASEL_VAE_BENCH_LATENT=128
-//   EASEL_VAE_BENCH_TILE=512 (px; 0 = untiled) OMP_NUM_THREADS=2 \
+//   EASEL_VAE_BENCH_TILE=512 (px; 0 = untiled) [EASEL_VAE_BENCH_REPEAT=n] OMP_NUM_THREADS=2 \
 //   test_vae_tiling --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_Bench*'
 TEST(VAETiling, DISABLED_BenchFullSizeDecode) {
   const char* path = std::getenv("EASEL_VAE_BENCH");
@@ -207,20 +207,26 @@ TEST(VAETiling, DISABLED_BenchFullSizeDecode) {
   std::vector<float> v((size_t)4 * lat * lat);
   for (size_t i = 0; i < v.size(); i++) v[i] = std::sin(0.37f * i) * 2.0f;
   Tensor z = Tensor::from_vector(v, {1, 4, lat, lat});
-  auto rss_mib = [] {
+  auto usage = [](double& rss_mib, double& cpu_s) {
     rusage u;
     getrusage(RUSAGE_SELF, &u);
-    return u.ru_maxrss / 1024.0;
+    rss_mib = u.ru_maxrss / 1024.0;
+    cpu_s = u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
   };
-  double before = rss_mib();
-  auto t0 = std::chrono::steady_clock::now();
   VAETiling opt;
   opt.tile_px = tile;
-  Tensor img = tile ? vae_decode_tiled(vae, z, opt) : vae.decode(z);
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("decode %dx%d latent (%s): %.1f s, peak RSS %.0f MiB (%.0f MiB before decoding), out %s\n", lat, lat,
-              tile ? ("tile " + std::to_string(tile) + " px").c_str() : "untiled", s, rss_mib(), before,
-              img.str().c_str());
+  for (int rep = env_int("EASEL_VAE_BENCH_REPEAT", 1); rep > 0; rep--) {
+    double rss0, cpu0, rss1, cpu1;
+    usage(rss0, cpu0);
+    auto t0 = std::chrono::steady_clock::now();
+    Tensor img = tile ? vae_decode_tiled(vae, z, opt) : vae.decode(z);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    usage(rss1, cpu1);
+    std::printf("decode %dx%d latent (%s): %.1f s wall, %.1f s CPU, peak RSS %.0f MiB (%.0f MiB before, "
+                "packed weights %.0f MiB), out %s\n",
+                lat, lat, tile ? ("tile " + std::to_string(tile) + " px").c_str() : "untiled", s, cpu1 - cpu0, rss1,
+                rss0, ops::weight_cache_bytes() / 1048576.0, img.str().c_str());
+  }
 }
 
 }  // namespace
