@@ -32,6 +32,7 @@ cli() {  # label, extra flags...
 }
 {
   echo "# $(date -u) $(lscpu | grep 'Model name' | sed 's/  */ /g'), threads=$T, load: $(load)"
+  echo "# easel $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src apps 2>/dev/null || echo ' (+ uncommitted src/apps changes)'), binaries: $BIN"
   echo "# model: $MODEL ($(du -h "$MODEL" | cut -f1)), size ${S}x${S}, batch 2 (guidance)"
   echo "## machine peak (bench_ops: matmul 2048^3 f32 oneDNN, conv 3x3, attention)"
   "$BIN/bench_ops" --benchmark_filter='BM_Matmul/mode:1/M:2048|BM_Conv2d/mode:1/C:320|BM_Attention/mode:1/L:4096/Lk:4096' 2>&1 |
