@@ -12,6 +12,7 @@
 #include "pipeline/params_text.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/progress.h"
+#include "preprocess_cmd.h"
 
 using namespace easel;
 namespace fs = std::filesystem;
@@ -174,6 +175,7 @@ int main(int argc, char** argv) {
   std::string info_path;
   auto* info = app.add_subcommand("info", "describe a checkpoint, folder or weight file");
   info->add_option("file", info_path, "file or folder")->required();
+  auto* pre = add_preprocess_command(app);
 
   try {
     app.parse(argc, argv);
@@ -182,6 +184,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (*gen) return run_generate(g);
+    if (*pre) return run_preprocess_command();
     if (*info) {
       std::cout << describe_checkpoint(info_path);
       return 0;
