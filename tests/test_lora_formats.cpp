@@ -1,0 +1,311 @@
+// LoRA-family files: key mapping of every format onto the tiny SD1/SDXL models, ΔW of LoRA,
+// LoCon (+Tucker), LoHa (+Tucker), LoKr (+Tucker), DoRA and full diffs against the references in
+// tests/fixtures/lora/lora_deltas.safetensors (tools/fixtures/lora.py: diffusers/PEFT/lycoris),
+// and clear errors on bad files.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common.h"
+#include "io/safetensors.h"
+#include "lora/lora.h"
+
+using namespace easel;
+using namespace easel::lora;
+namespace fs = std::filesystem;
+
+namespace {
+
+// EASEL_LORA_FIXTURES overrides the folder (for regenerated files not yet in the tree).
+std::string lora_fix(const std::string& name) {
+  const char* o = std::getenv("EASEL_LORA_FIXTURES");
+  return o ? std::string(o) + "/" + name : test::fixture("lora/" + name);
+}
+
+const Checkpoint& sd1() {
+  static Checkpoint ck = open_checkpoint(test::fixture("sd1/diffusers"));
+  return ck;
+}
+const Checkpoint& sdxl() {
+  static Checkpoint ck = open_checkpoint(test::fixture("sdxl/diffusers"));
+  return ck;
+}
+
+std::string our_name(const Module& m) { return (m.target == Target::UNet ? "unet:" : "te:") + m.module; }
+
+const WeightStore& store(const Checkpoint& ck, Target t) {
+  return t == Target::UNet ? ck.unet : t == Target::TextEncoder ? ck.text_encoder : ck.text_encoder_2;
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  auto x = a.to_vector(), y = b.to_vector();
+  for (size_t i = 0; i < x.size(); i++) x[i] += y[i];
+  return Tensor::from_vector(x, a.shape());
+}
+
+fs::path temp_dir() {
+  fs::path d = fs::temp_directory_path() / ("easel_lora_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  return d;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Every file tensor as f32 (for rewriting).
+std::map<std::string, Tensor> tensors_of(const std::string& path) {
+  std::map<std::string, Tensor> m;
+  for (auto& [k, t] : load_weights(path).tensors) m[k] = t.to(DType::F32).clone();
+  return m;
+}
+
+Tensor values(const Shape& s, float seed) {  // deterministic, non-zero, mixed signs
+  std::vector<float> v((size_t)shape_numel(s));
+  for (size_t i = 0; i < v.size(); i++) v[i] = std::sin(seed + 0.37f * (float)i) * 0.1f;
+  return Tensor::from_vector(v, s);
+}
+
+const char* kFiles[] = {"sd1_kohya", "sd1_peft",  "sd1_diffusers_old", "sd1_kohya_scale", "sd1_locon",
+                        "sd1_loha",  "sd1_lokr", "sd1_dora",          "sd1_full"};
+
+}  // namespace
+
+// Every key of each file lands on the module the reference names, with the prefix it names.
+TEST(LoraFormats, EveryKeyMapsOntoTheReferenceModules) {
+  WeightStore ref = load_weights(lora_fix("lora_deltas.safetensors"));
+  auto files = nlohmann::json::parse(ref.metadata.at("files"));
+  for (const char* name : kFiles) {
+    SCOPED_TRACE(name);
+    LoraFile f = read_lora(lora_fix(std::string(name) + ".safetensors"), sd1());
+    size_t consumed = 0;
+    for (auto& m : f.modules) consumed += m.keys.size();
+    EXPECT_EQ(consumed + f.unmatched.size(), f.n_keys);
+    EXPECT_TRUE(f.unmatched.empty()) << f.unmatched.front();
+    const auto& want = files.at(name);
+    ASSERT_EQ(f.modules.size(), want.size());
+    for (auto& m : f.modules) {
+      ASSERT_TRUE(want.contains(our_name(m))) << our_name(m);
+      const std::string prefix = want.at(our_name(m)).get<std::string>();
+      for (auto& k : m.keys) EXPECT_EQ(k.rfind(prefix, 0), 0u) << k << " vs " << prefix;
+    }
+  }
+  EXPECT_EQ(read_lora(lora_fix("sd1_kohya.safetensors"), sd1()).format, "kohya");
+  EXPECT_EQ(read_lora(lora_fix("sd1_peft.safetensors"), sd1()).format, "peft");
+  EXPECT_EQ(read_lora(lora_fix("sd1_diffusers_old.safetensors"), sd1()).format, "diffusers_old");
+  EXPECT_EQ(read_lora(lora_fix("sd1_loha.safetensors"), sd1()).format, "lycoris");
+  EXPECT_EQ(read_lora(lora_fix("sd1_kohya.safetensors"), sd1()).metadata.at("ss_network_dim"), "4");
+}
+
+// ΔW at strength 1 and W' at 0.7 / -0.5 for every module of every file (fp32; the products are
+// a few terms, so 1e-6 relative to the tensor's magnitude).
+TEST(LoraFormats, DeltaWeightsMatchReference) {
+  WeightStore ref = load_weights(lora_fix("lora_deltas.safetensors"));
+  double worst_rel = 0;
+  std::string worst_at;
+  auto check = [&](const Tensor& got, const Tensor& want, const std::string& what) {
+    const float scale = std::max(test::max_abs(want), 1e-6f);
+    auto g = got.to_vector(), w = want.to_vector();
+    double d = 0;
+    for (size_t i = 0; i < g.size() && i < w.size(); i++) d = std::max(d, std::fabs((double)g[i] - w[i]));
+    if (d / scale > worst_rel) worst_rel = d / scale, worst_at = what;
+    EXPECT_TRUE(test::allclose(got, want, 2e-6f * scale, 1e-6f)) << what;
+  };
+  std::map<std::string, int> kinds;
+  for (const char* name : kFiles) {
+    const std::string file = name;
+    LoraFile f = read_lora(lora_fix(file + ".safetensors"), sd1());
+    for (auto& m : f.modules) {
+      const std::string key = file + "/" + our_name(m);
+      const Tensor& W = store(sd1(), m.target).get(m.module + ".weight");
+      ASSERT_TRUE(ref.has("base/" + our_name(m))) << key;
+      EXPECT_TRUE(test::allclose(W.to(DType::F32), ref.get("base/" + our_name(m)), 0, 0)) << key;
+      kinds[kind_name(m.kind)]++;
+      if (m.dora()) {
+        kinds["dora"]++;
+        check(add(W, delta_weight(m, W, 1)), ref.get(key + "/merged_1"), key + "/merged_1");
+        for (const char* s : {"0.7", "-0.5"}) {
+          const float st = std::stof(s);
+          check(add(W, delta_weight(m, W, st)), ref.get(key + "/merged_" + s), key + "/merged_" + s);
+          check(add(W, delta_weight(m, W, st, DoraStrength::Lerp)), ref.get(key + "/lerp_" + s), key + "/lerp_" + s);
+        }
+        continue;
+      }
+      if (m.t.count("mid")) kinds["tucker"]++;
+      check(delta_weight(m, W, 1), ref.get(key + "/dW"), key + "/dW");
+      for (const char* s : {"0.7", "-0.5"})
+        if (ref.has(key + "/merged_" + s))
+          check(add(W, delta_weight(m, W, std::stof(s))), ref.get(key + "/merged_" + s), key + "/merged_" + s);
+      if (ref.has(key + "/db")) {
+        check(delta_bias(m, 1), ref.get(key + "/db"), key + "/db");
+        const Tensor& b = store(sd1(), m.target).get(m.module + ".bias");
+        check(add(b, delta_bias(m, 0.7f)), ref.get(key + "/merged_b_0.7"), key + "/merged_b_0.7");
+      }
+    }
+  }
+  // Every kind was exercised.
+  for (const char* k : {"lora", "loha", "lokr", "full", "dora", "tucker"}) EXPECT_GT(kinds[k], 0) << k;
+  std::printf("[ LoRA ΔW ] worst |got - ref| / max|ref| = %.3g at %s\n", worst_rel, worst_at.c_str());
+}
+
+// Alphas and scales as the references define them.
+TEST(LoraFormats, ScaleRules) {
+  LoraFile k = read_lora(lora_fix("sd1_kohya_scale.safetensors"), sd1());
+  for (auto& m : k.modules)
+    if (m.module.find("attn1.to_q") != std::string::npos) EXPECT_FLOAT_EQ(m.scale, 0.75f);  // "scale" beats alpha
+  LoraFile p = read_lora(lora_fix("sd1_peft.safetensors"), sd1());
+  for (auto& m : p.modules)
+    if (m.module == "encoder.layers.1.mlp.fc1") EXPECT_FLOAT_EQ(m.alpha, 8);  // alpha_pattern
+  LoraFile o = read_lora(lora_fix("sd1_diffusers_old.safetensors"), sd1());
+  for (auto& m : o.modules) EXPECT_FLOAT_EQ(m.scale, 1);
+  LoraFile x = read_lora(lora_fix("sd1_lokr.safetensors"), sd1());
+  for (auto& m : x.modules)
+    if (m.t.count("lokr_w1") && m.t.count("lokr_w2")) EXPECT_FLOAT_EQ(m.scale, 1);  // both full
+}
+
+// SDXL kohya files name UNet modules in LDM style; te1/te2 name the two encoders.
+TEST(LoraFormats, SdxlLdmNamesMapToDiffusers) {
+  const std::map<std::string, std::string> want = {
+      {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q", "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"},
+      {"lora_unet_input_blocks_8_1_transformer_blocks_1_ff_net_0_proj", "down_blocks.2.attentions.1.transformer_blocks.1.ff.net.0.proj"},
+      {"lora_unet_input_blocks_4_1_proj_in", "down_blocks.1.attentions.0.proj_in"},
+      {"lora_unet_input_blocks_1_0_in_layers_2", "down_blocks.0.resnets.0.conv1"},
+      {"lora_unet_input_blocks_1_0_emb_layers_1", "down_blocks.0.resnets.0.time_emb_proj"},
+      {"lora_unet_input_blocks_4_0_skip_connection", "down_blocks.1.resnets.0.conv_shortcut"},
+      {"lora_unet_input_blocks_3_0_op", "down_blocks.0.downsamplers.0.conv"},
+      {"lora_unet_input_blocks_0_0", "conv_in"},
+      {"lora_unet_middle_block_1_transformer_blocks_0_attn2_to_k", "mid_block.attentions.0.transformer_blocks.0.attn2.to_k"},
+      {"lora_unet_middle_block_2_out_layers_3", "mid_block.resnets.1.conv2"},
+      {"lora_unet_output_blocks_0_1_transformer_blocks_0_attn2_to_out_0", "up_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0"},
+      {"lora_unet_output_blocks_2_2_conv", "up_blocks.0.upsamplers.0.conv"},
+      {"lora_unet_output_blocks_8_0_skip_connection", "up_blocks.2.resnets.2.conv_shortcut"},
+      {"lora_unet_time_embed_0", "time_embedding.linear_1"},
+      {"lora_unet_label_emb_0_0", "add_embedding.linear_1"},
+      {"lora_unet_out_2", "conv_out"},
+      {"lora_te1_text_model_encoder_layers_0_self_attn_q_proj", "encoder.layers.0.self_attn.q_proj"},
+      {"lora_te2_text_model_encoder_layers_1_mlp_fc1", "encoder.layers.1.mlp.fc1"},
+  };
+  const Checkpoint& ck = sdxl();
+  std::map<std::string, Tensor> t;
+  float seed = 1;
+  for (auto& [prefix, mod] : want) {
+    Target tg = prefix.rfind("lora_te1_", 0) == 0 ? Target::TextEncoder
+                : prefix.rfind("lora_te2_", 0) == 0 ? Target::TextEncoder2 : Target::UNet;
+    const Shape& w = store(ck, tg).get(mod + ".weight").shape();
+    Shape down = w, up = {w[0], 2};
+    down[0] = 2;
+    if (w.size() == 4) up = {w[0], 2, 1, 1};
+    t[prefix + ".lora_down.weight"] = values(down, seed++);
+    t[prefix + ".lora_up.weight"] = values(up, seed++);
+    t[prefix + ".alpha"] = Tensor::from_vector({1.f}, {});
+  }
+  t["lora_unet_input_blocks_99_1_proj_in.lora_down.weight"] = values({2, 4}, 9);  // reported, not fatal
+  t["lora_unet_input_blocks_99_1_proj_in.lora_up.weight"] = values({4, 2}, 10);
+  const fs::path path = temp_dir() / "sdxl_kohya.safetensors";
+  save_safetensors(path.string(), t);
+  LoraFile f = read_lora(path.string(), ck);
+  EXPECT_EQ(f.base_guess, "sdxl");
+  ASSERT_EQ(f.modules.size(), want.size());
+  for (auto& m : f.modules) {
+    const std::string prefix = m.keys.front().substr(0, m.keys.front().find('.'));
+    ASSERT_TRUE(want.count(prefix)) << prefix;
+    EXPECT_EQ(m.module, want.at(prefix));
+    EXPECT_EQ(m.target, prefix.rfind("lora_te1_", 0) == 0   ? Target::TextEncoder
+                        : prefix.rfind("lora_te2_", 0) == 0 ? Target::TextEncoder2
+                                                            : Target::UNet);
+    EXPECT_FLOAT_EQ(m.scale, 0.5f);
+    EXPECT_EQ(m.keys.size(), 3u);
+  }
+  ASSERT_EQ(f.unmatched.size(), 2u);
+  EXPECT_NE(f.unmatched[0].find("input_blocks_99"), std::string::npos);
+  // The same file on SD1: refused as a LoRA for SDXL.
+  std::string e = error_of([&] { read_lora(path.string(), sd1()); });
+  EXPECT_NE(e.find("sdxl"), std::string::npos) << e;
+  EXPECT_NE(e.find(path.string()), std::string::npos) << e;
+  fs::remove(path);
+}
+
+TEST(LoraFormats, BadFilesGiveClearErrors) {
+  const fs::path dir = temp_dir();
+  const std::string src = lora_fix("sd1_kohya.safetensors");
+  const std::string q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+  // Truncated file.
+  {
+    std::ifstream in(src, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    const std::string p = (dir / "truncated.safetensors").string();
+    std::ofstream(p, std::ios::binary).write(bytes.data(), (std::streamsize)(bytes.size() / 2));
+    std::string e = error_of([&] { read_lora(p, sd1()); });
+    EXPECT_NE(e.find("truncated.safetensors"), std::string::npos) << e;
+  }
+  // NaN value.
+  {
+    auto t = tensors_of(src);
+    t[q + ".lora_up.weight"].f32()[3] = NAN;
+    const std::string p = (dir / "nan.safetensors").string();
+    save_safetensors(p, t);
+    std::string e = error_of([&] { read_lora(p, sd1()); });
+    EXPECT_NE(e.find(q + ".lora_up.weight"), std::string::npos) << e;
+    EXPECT_NE(e.find("NaN"), std::string::npos) << e;
+  }
+  // Factor shapes: against each other, and against the model.
+  {
+    auto t = tensors_of(src);
+    t[q + ".lora_up.weight"] = values({32, 3}, 1);  // rank 3 vs down's 4
+    const std::string p = (dir / "rank.safetensors").string();
+    save_safetensors(p, t);
+    std::string e = error_of([&] { read_lora(p, sd1()); });
+    EXPECT_NE(e.find(q), std::string::npos) << e;
+    EXPECT_NE(e.find("rank"), std::string::npos) << e;
+    t = tensors_of(src);
+    t[q + ".lora_down.weight"] = values({4, 40}, 2);  // in 40 vs the model's 32
+    save_safetensors(p, t);
+    e = error_of([&] { read_lora(p, sd1()); });
+    EXPECT_NE(e.find(q), std::string::npos) << e;
+    EXPECT_NE(e.find("does not fit"), std::string::npos) << e;
+  }
+  // A file whose keys name no module, and an SD1 LoRA on the SDXL model.
+  {
+    std::map<std::string, Tensor> t = {{"foo.bar", values({2, 2}, 1)}};
+    const std::string p = (dir / "nothing.safetensors").string();
+    save_safetensors(p, t);
+    std::string e = error_of([&] { read_lora(p, sd1()); });
+    EXPECT_NE(e.find("none of its 1 keys"), std::string::npos) << e;
+    e = error_of([&] { read_lora(src, sdxl()); });
+    EXPECT_NE(e.find("sd1_kohya.safetensors"), std::string::npos) << e;
+    EXPECT_FALSE(e.empty());
+  }
+  // A te2 LoRA on SD1 (no name of a known base otherwise).
+  {
+    std::map<std::string, Tensor> t = {
+        {"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", values({2, 64}, 1)},
+        {"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", values({128, 2}, 2)}};
+    const std::string p = (dir / "te2.safetensors").string();
+    save_safetensors(p, t);
+    std::string e = error_of([&] { read_lora(p, sd1()); });
+    EXPECT_NE(e.find("sdxl"), std::string::npos) << e;
+  }
+  // Missing file.
+  EXPECT_FALSE(error_of([&] { read_lora((dir / "absent.safetensors").string(), sd1()); }).empty());
+  fs::remove_all(dir);
+}
+
+TEST(LoraFormats, DescribeLora) {
+  std::string d = describe_lora(lora_fix("sd1_kohya.safetensors"));
+  EXPECT_NE(d.find("modules: 20"), std::string::npos) << d;
+  EXPECT_NE(d.find("ss_network_dim: 4"), std::string::npos) << d;
+  EXPECT_NE(d.find("text_encoder (6)"), std::string::npos) << d;
+  EXPECT_NE(d.find("unet (14)"), std::string::npos) << d;
+  d = describe_lora(lora_fix("sd1_loha.safetensors"));
+  EXPECT_NE(d.find("loha"), std::string::npos) << d;
+}
