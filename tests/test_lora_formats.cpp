@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common.h"
 #include "io/safetensors.h"
@@ -36,7 +37,9 @@ const Checkpoint& sdxl() {
   return ck;
 }
 
-std::string our_name(const Module& m) { return (m.target == Target::UNet ? "unet:" : "te:") + m.module; }
+std::string our_name(const Module& m) {
+  return (m.target == Target::UNet ? "unet:" : m.target == Target::TextEncoder ? "te:" : "te2:") + m.module;
+}
 
 const WeightStore& store(const Checkpoint& ck, Target t) {
   return t == Target::UNet ? ck.unet : t == Target::TextEncoder ? ck.text_encoder : ck.text_encoder_2;
@@ -58,6 +61,7 @@ std::string error_of(const std::function<void()>& f) {
   try {
     f();
   } catch (const Error& e) {
+    std::printf("[ error ] %s\n", e.what());  // the messages users see, in the test log
     return e.what();
   }
   return "";
@@ -233,6 +237,30 @@ TEST(LoraFormats, SdxlLdmNamesMapToDiffusers) {
   EXPECT_NE(e.find("sdxl"), std::string::npos) << e;
   EXPECT_NE(e.find(path.string()), std::string::npos) << e;
   fs::remove(path);
+}
+
+// The reference SDXL kohya file (LDM UNet names, te1 + te2): every key maps where the reference
+// says, and ΔW matches.
+TEST(LoraFormats, SdxlKohyaFileMatchesReference) {
+  if (!fs::exists(lora_fix("sdxl_kohya.safetensors"))) GTEST_SKIP() << "sdxl_kohya fixture not generated";
+  WeightStore ref = load_weights(lora_fix("lora_deltas.safetensors"));
+  auto want = nlohmann::json::parse(ref.metadata.at("files")).at("sdxl_kohya");
+  LoraFile f = read_lora(lora_fix("sdxl_kohya.safetensors"), sdxl());
+  EXPECT_TRUE(f.unmatched.empty()) << f.unmatched.front();
+  EXPECT_EQ(f.base_guess, "sdxl");
+  ASSERT_EQ(f.modules.size(), want.size());
+  std::set<Target> targets;
+  for (auto& m : f.modules) {
+    const std::string n = our_name(m);
+    ASSERT_TRUE(want.contains(n)) << n;
+    for (auto& k : m.keys) EXPECT_EQ(k.rfind(want.at(n).get<std::string>(), 0), 0u) << k;
+    const Tensor& W = store(sdxl(), m.target).get(m.module + ".weight");
+    EXPECT_TRUE(test::allclose(W.to(DType::F32), ref.get("base_sdxl/" + n), 0, 0)) << n;
+    const Tensor& dw = ref.get("sdxl_kohya/" + n + "/dW");
+    EXPECT_TRUE(test::allclose(delta_weight(m, W, 1), dw, 2e-6f * test::max_abs(dw), 1e-6f)) << n;
+    targets.insert(m.target);
+  }
+  EXPECT_EQ(targets.size(), 3u);  // unet, te1, te2
 }
 
 TEST(LoraFormats, BadFilesGiveClearErrors) {

@@ -57,8 +57,8 @@ std::string guess_base(const WeightStore& ws) {
 }
 
 // Checks the factors of `m` against each other and the model weight shape; sets kind, rank,
-// scale. `key` names the module's first file key for messages.
-void check_module(Module& m, const std::string& file, const std::string& key) {
+// scale. `key` is the module's key prefix in the file, `fam` the model family (for messages).
+void check_module(Module& m, const std::string& file, const std::string& key, const std::string& fam) {
   auto T = [&](const char* n) -> const Tensor& { return m.t.at(n); };
   auto bad = [&](const std::string& what) {
     fail(kWhere, file + ": " + key + ": " + what + " (model weight " + m.module + ".weight is " +
@@ -164,7 +164,7 @@ void check_module(Module& m, const std::string& file, const std::string& key) {
   // Against the model: same rows and numel; a 4-D ΔW must match W up to trailing 1s.
   const bool ok = natural[0] == out && shape_numel(natural) == numel &&
                   (natural.size() == 2 || sq(natural) == sq(m.shape));
-  if (!ok) bad("delta shape " + shape_str(natural) + " does not fit the model");
+  if (!ok) bad("delta shape " + shape_str(natural) + " does not fit the " + fam + " model (a LoRA for another base?)");
   (void)cols, (void)conv;
   if (m.t.count("diff_b")) {
     if (m.kind != Kind::Full) bad("'diff_b' without 'diff'");
@@ -296,7 +296,7 @@ LoraFile read_lora(const std::string& path, const Checkpoint& ck) {
         fail(kWhere, path + ": metadata 'lora_adapter_metadata': bad alpha for " + part + ": " + e.what());
       }
     }
-    check_module(m, path, g.params.begin()->second);
+    check_module(m, path, "module '" + prefix + "'", fam);
     if (rslora && m.rank > 0) m.scale = m.alpha / std::sqrt((float)m.rank);
     f.modules.push_back(std::move(m));
   }
