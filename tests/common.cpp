@@ -1,6 +1,9 @@
 #include "common.h"
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 #include <sstream>
 
 namespace easel::test {
@@ -33,6 +36,53 @@ float max_abs(const Tensor& t) {
                                          << bv[wi] << " (max abs diff " << max_diff << ", atol " << atol
                                          << ", rtol " << rtol << ")";
   return ::testing::AssertionSuccess() << "max abs diff " << max_diff;
+}
+
+Tensor ramp(const Shape& s, float start) {
+  std::vector<float> v(shape_numel(s));
+  for (size_t i = 0; i < v.size(); i++) v[i] = start + 0.001f * (float)i;
+  return Tensor::from_vector(v, s);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+namespace {
+namespace fs = std::filesystem;
+fs::path temp_root() { return fs::temp_directory_path() / ("easel_test_" + std::to_string(::getpid())); }
+struct TempCleanup {
+  ~TempCleanup() {
+    std::error_code ec;
+    fs::remove_all(temp_root(), ec);
+  }
+} temp_cleanup;
+}  // namespace
+
+std::string temp_dir(const std::string& name) {
+  fs::path d = temp_root() / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+void expect_image_close(const Image& img, const Tensor& u8) {
+  ASSERT_EQ((size_t)u8.numel(), img.pixels.size());
+  double sum = 0;
+  int maxd = 0;
+  for (size_t i = 0; i < img.pixels.size(); i++) {
+    int d = std::abs((int)img.pixels[i] - (int)u8.data<uint8_t>()[i]);
+    sum += d;
+    maxd = std::max(maxd, d);
+  }
+  double mad = sum / img.pixels.size();
+  EXPECT_LE(mad, 1.0) << "mean abs diff (of 255) " << mad << ", max " << maxd;
+  EXPECT_LE(maxd, 2);
 }
 
 }  // namespace easel::test

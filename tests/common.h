@@ -2,9 +2,11 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 
 #include "core/tensor.h"
+#include "io/image.h"
 #include "io/weights.h"
 
 namespace easel::test {
@@ -16,5 +18,24 @@ WeightStore load_ref(const std::string& rel);
 float max_abs(const Tensor& t);
 // Asserts same shape and |a-b| <= atol + rtol*|b| elementwise; reports the worst element.
 ::testing::AssertionResult allclose(const Tensor& a, const Tensor& b, float atol, float rtol);
+// Distinct, non-zero values start, start+0.001, ... so that a wrong mapping cannot pass unnoticed.
+Tensor ramp(const Shape& s, float start);
+// The message of the exception f throws ("" when it throws none).
+std::string error_of(const std::function<void()>& f);
+// A fresh, empty folder under this process's temporary root (the root is removed at exit).
+std::string temp_dir(const std::string& name);
+// An 8-bit image against a reference [H, W, 3] u8 dump: mean abs difference <= 1 (of 255), max <= 2.
+void expect_image_close(const Image& img, const Tensor& ref_u8);
+
+}  // namespace easel::test
+
+// Expects `expr` to throw an exception whose message contains `needle`.
+#define EXPECT_ERROR(expr, needle)                                                      \
+  do {                                                                                  \
+    std::string msg_ = ::easel::test::error_of([&] { (void)(expr); });                  \
+    EXPECT_NE(msg_.find(needle), std::string::npos) << "message: '" << msg_ << "'";    \
+  } while (0)
+
+namespace easel::test {
 
 }  // namespace easel::test

@@ -17,16 +17,12 @@
 
 namespace fs = std::filesystem;
 using namespace easel;
+using easel::test::error_of;
 using easel::test::fixture;
+using easel::test::ramp;
+using easel::test::temp_dir;
 
 namespace {
-
-// Distinct, non-zero values so that a wrong mapping cannot pass unnoticed.
-Tensor ramp(const Shape& s, float start) {
-  std::vector<float> v(shape_numel(s));
-  for (size_t i = 0; i < v.size(); i++) v[i] = start + 0.001f * (float)i;
-  return Tensor::from_vector(v, s);
-}
 
 // Minimal safetensors writer for crafted inputs (F32/F16/I64 tensors + metadata).
 void write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
@@ -47,40 +43,6 @@ void write_safetensors(const std::string& path, const std::map<std::string, Tens
   f.write(header.data(), header.size());
   for (auto& [k, t] : tensors) f.write((const char*)t.raw(), t.nbytes());
 }
-
-fs::path temp_root() { return fs::temp_directory_path() / ("easel_test_checkpoint_" + std::to_string(::getpid())); }
-
-// Removes this process's temporary folders at exit.
-struct TempCleanup {
-  ~TempCleanup() {
-    std::error_code ec;
-    fs::remove_all(temp_root(), ec);
-  }
-} temp_cleanup;
-
-std::string temp_dir(const std::string& name) {
-  fs::path d = temp_root() / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
-
-// Runs f and returns the error message ("" when nothing was thrown).
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_ERROR(expr, needle)                                                   \
-  do {                                                                               \
-    std::string msg_ = error_of([&] { (void)(expr); });                              \
-    EXPECT_NE(msg_.find(needle), std::string::npos) << "message: '" << msg_ << "'"; \
-  } while (0)
 
 std::map<std::string, std::string> table_map(const std::vector<keys::PrefixMap>& t) {
   std::map<std::string, std::string> m;
@@ -329,7 +291,9 @@ void expect_same_structure(const ModelConfig& a, const ModelConfig& b) {
   EXPECT_FLOAT_EQ(p.beta_end, q.beta_end);
   EXPECT_EQ(p.beta_schedule, q.beta_schedule);
   // "" (absent) means each sampler's default; the sd2 fixture's DDIM config spells out "leading".
-  if (!p.timestep_spacing.empty() && !q.timestep_spacing.empty()) EXPECT_EQ(p.timestep_spacing, q.timestep_spacing);
+  if (!p.timestep_spacing.empty() && !q.timestep_spacing.empty()) {
+    EXPECT_EQ(p.timestep_spacing, q.timestep_spacing);
+  }
   EXPECT_EQ(p.steps_offset, q.steps_offset);
   EXPECT_EQ(p.set_alpha_to_one, q.set_alpha_to_one);
   EXPECT_EQ(p.clip_sample, q.clip_sample);

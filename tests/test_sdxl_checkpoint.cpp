@@ -18,6 +18,9 @@
 
 namespace fs = std::filesystem;
 using namespace easel;
+using test::error_of;
+using test::ramp;
+using test::temp_dir;
 
 namespace {
 
@@ -28,41 +31,6 @@ std::string sdxl(const std::string& rel) {
 }
 const std::string kBaseFolder = "diffusers", kBaseFile = "sdxl_ldm.safetensors";
 const std::string kRefinerFolder = "refiner", kRefinerFile = "sdxl_refiner_ldm.safetensors";
-
-fs::path temp_root() { return fs::temp_directory_path() / ("easel_test_sdxl_checkpoint_" + std::to_string(::getpid())); }
-struct TempCleanup {
-  ~TempCleanup() {
-    std::error_code ec;
-    fs::remove_all(temp_root(), ec);
-  }
-} temp_cleanup;
-std::string temp_dir(const std::string& name) {
-  fs::path d = temp_root() / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
-
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-#define EXPECT_ERROR(expr, needle)                                                   \
-  do {                                                                               \
-    std::string msg_ = error_of([&] { (void)(expr); });                              \
-    EXPECT_NE(msg_.find(needle), std::string::npos) << "message: '" << msg_ << "'"; \
-  } while (0)
-
-Tensor ramp(const Shape& s, float start) {
-  std::vector<float> v(shape_numel(s));
-  for (size_t i = 0; i < v.size(); i++) v[i] = start + 0.001f * (float)i;
-  return Tensor::from_vector(v, s);
-}
 
 // Same key set, shapes, dtypes and bytes.
 void expect_same_tensors(const WeightStore& a, const WeightStore& b, const std::string& part) {
@@ -97,7 +65,9 @@ void expect_same_text(const TextEncoderConfig& t, const TextEncoderConfig& s, co
 void expect_same_config(const ModelConfig& a, const ModelConfig& b) {
   EXPECT_EQ(a.family, b.family);
   EXPECT_EQ(a.pad_token_id_2, b.pad_token_id_2);
-  if (a.has_text_1()) EXPECT_EQ(a.pad_token_id, b.pad_token_id);
+  if (a.has_text_1()) {
+    EXPECT_EQ(a.pad_token_id, b.pad_token_id);
+  }
   EXPECT_EQ(a.force_zeros_for_empty_prompt, b.force_zeros_for_empty_prompt);
   EXPECT_EQ(a.requires_aesthetics_score, b.requires_aesthetics_score);
   const UNetConfig &u = a.unet, &v = b.unet;

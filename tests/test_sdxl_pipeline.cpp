@@ -9,33 +9,6 @@ using namespace easel;
 
 namespace {
 
-// The message of the easel::Error `f` throws ("" when it throws none).
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-#define EXPECT_THROW_MSG(stmt, needle) \
-  EXPECT_NE(error_of([&] { stmt; }).find(needle), std::string::npos) << error_of([&] { stmt; })
-
-// Mean/max absolute difference of the 8-bit image against the dump's image_u8 [H, W, 3].
-void expect_image_close(const Image& img, const Tensor& u8) {
-  ASSERT_EQ((size_t)u8.numel(), img.pixels.size());
-  double sum = 0;
-  int maxd = 0;
-  for (size_t i = 0; i < img.pixels.size(); i++) {
-    int d = std::abs((int)img.pixels[i] - (int)u8.data<uint8_t>()[i]);
-    sum += d;
-    maxd = std::max(maxd, d);
-  }
-  double mad = sum / img.pixels.size();
-  EXPECT_LE(mad, 1.0) << "mean abs diff (of 255) " << mad << ", max " << maxd;
-  EXPECT_LE(maxd, 2);
-}
 
 struct Case {
   std::string model;  // fixture path
@@ -91,7 +64,7 @@ TEST_P(SDXLParity, MatchesDiffusers) {
   }
   EXPECT_TRUE(test::allclose(r.latents, ref.get("final_latents"), 6e-4f, 1e-4f));
   EXPECT_TRUE(test::allclose(r.decoded, ref.get("image"), 1e-3f, 0));
-  expect_image_close(r.image, ref.get("image_u8"));
+  test::expect_image_close(r.image, ref.get("image_u8"));
 }
 
 const Case kCases[] = {
@@ -146,7 +119,7 @@ TEST_P(SDXLHandoff, MatchesDiffusers) {
     EXPECT_TRUE(test::allclose(steps[nb + i], ref.get("refiner.latents_" + std::to_string(i)), 6e-4f, 1e-4f)) << i;
   EXPECT_TRUE(test::allclose(r.latents, ref.get("refiner.final_latents"), 6e-4f, 1e-4f));
   EXPECT_TRUE(test::allclose(r.decoded, ref.get("refiner.image"), 1e-3f, 0));
-  expect_image_close(r.image, ref.get("refiner.image_u8"));
+  test::expect_image_close(r.image, ref.get("refiner.image_u8"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, SDXLHandoff,
@@ -164,16 +137,16 @@ TEST(SDXLPipeline, BadRefinerAndOptions) {
   o.width = o.height = 64;
   o.steps = 2;
   o.refiner = sd1.get();
-  EXPECT_THROW_MSG(base->validate(o), "not an SDXL model");
+  EXPECT_ERROR(base->validate(o), "not an SDXL model");
   o.refiner = base.get();
   o.refiner_start = 1.5f;
-  EXPECT_THROW_MSG(base->validate(o), "refiner start");
+  EXPECT_ERROR(base->validate(o), "refiner start");
   o.refiner = base.get();
   o.refiner_start = 0.8f;
-  EXPECT_THROW_MSG(sd1->validate(o), "needs an SDXL base");
+  EXPECT_ERROR(sd1->validate(o), "needs an SDXL base");
   o.refiner = nullptr;
   o.crop_left = -1;
-  EXPECT_THROW_MSG(base->validate(o), "crop");
+  EXPECT_ERROR(base->validate(o), "crop");
   // Native size: SDXL's sample_size x 8.
   GenerateOptions n;
   EXPECT_EQ(base->width_for(n), base->config().unet.sample_size * 8);

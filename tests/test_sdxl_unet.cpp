@@ -17,6 +17,9 @@
 #include "models/unet.h"
 
 using namespace easel;
+using test::error_of;
+using test::ramp;
+using test::temp_dir;
 using json = nlohmann::json;
 
 namespace {
@@ -131,15 +134,6 @@ TEST(SDXLUNet, TimeEmbedWithAddedConditioning) {
   EXPECT_TRUE(test::allclose(timestep_embedding(ids.to_vector(), m.unet.config.addition_time_embed_dim,
                                                 m.unet.config.flip_sin_to_cos, (float)m.unet.config.freq_shift),
                              ref.get(k + ".add_time_proj"), 1e-6f, 1e-5f));
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(SDXLUNet, RejectsMissingOrBadAddedConditioning) {
