@@ -181,6 +181,7 @@ bool Resolver::resolve(const std::string& prefix, Target& target, std::string& m
   format = "peft";
   target = Target::UNet;
   std::string rest = starts(prefix, "unet.") ? prefix.substr(5) : prefix;
+  if (starts(rest, "base_model.model.")) rest = rest.substr(17);  // a raw PEFT state dict
   if (ck_.unet.has(rest + ".weight")) {
     module = rest;
     return true;
