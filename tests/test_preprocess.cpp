@@ -206,6 +206,12 @@ TEST(Preprocess, BadImages) {
   EXPECT_NE(e.find("10000x10000"), std::string::npos) << e;
   EXPECT_NE(e.find("budget"), std::string::npos) << e;
 
+  // Extreme aspect ratio: 2048 on the short side of a 1x64 strip would be 2048x131072.
+  Image strip = synthetic(1, 64, 3);
+  e = error_of([&] { preprocess("canny", strip, 2048, {}); });
+  EXPECT_NE(e.find("processing size 2048x131072"), std::string::npos) << e;
+  EXPECT_NO_THROW(preprocess("canny", strip, 64, {}));
+
   Image empty;
   e = error_of([&] { preprocess("canny", empty, 512, {}); });
   EXPECT_NE(e.find("empty input image"), std::string::npos) << e;

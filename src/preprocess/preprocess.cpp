@@ -74,7 +74,7 @@ const std::vector<Entry>& registry() {
           {"intensity_threshold", 8, 0, 255, "values above this set the normalising median"}}},
         wrap(pp::lineart_standard_aux));
     add({"shuffle", {"shuffle"}, "content shuffle: the image warped by seeded smooth random flow",
-         {{"f", 256, 1, 4096, "noise cell size in pixels"}}},
+         {{"f", 256, 1, 1024, "noise cell size in pixels"}}},
         [](const cv::Mat& m, int res, const pp::Params& p, uint64_t seed) { return pp::shuffle(m, res, p, seed); });
     add({"color", {"t2ia_color_grid"}, "colour grid: 64x64-pixel cells of the average colour (T2I-Adapter color)", {}},
         wrap(pp::color));
@@ -187,6 +187,15 @@ Image preprocess(const std::string& name, const Image& in, int processor_res,
       in.pixels.size() != (size_t)npix * in.channels)
     fail("preprocess", nm + ": malformed input image (" + std::to_string(in.width) + "x" + std::to_string(in.height) +
                            "x" + std::to_string(in.channels) + ", " + std::to_string(in.pixels.size()) + " bytes)");
+  if (e.info.uses_resolution) {  // bounded work and memory: the size the image is resized to
+    const double k = double(processor_res) / std::min(in.width, in.height);
+    const double tw = std::round(in.width * k), th = std::round(in.height * k);
+    if (tw * th > (double)kMaxProcessPixels)
+      fail("preprocess", nm + ": processing size " + std::to_string((long long)tw) + "x" + std::to_string((long long)th) + " (resolution " +
+                             std::to_string(processor_res) + " on the short side of " + std::to_string(in.width) +
+                             "x" + std::to_string(in.height) + ") is over the " + std::to_string(kMaxProcessPixels) +
+                             "-pixel budget; lower the resolution or crop the image");
+  }
   try {
     cv::Mat out = e.fn(hwc3(in), processor_res, p, seed);
     if (!out.isContinuous()) out = out.clone();

@@ -42,6 +42,8 @@ const PreprocessorInfo& find_preprocessor(const std::string& name);
 // larger inputs are refused before any work (a 10000x10000 photo needs downscaling first).
 constexpr int kMinProcessorRes = 64, kMaxProcessorRes = 2048;
 constexpr int64_t kMaxPreprocessPixels = int64_t(64) << 20;
+// Processing size (short side at processor_res): extreme aspect ratios are refused above this.
+constexpr int64_t kMaxProcessPixels = int64_t(16) << 20;
 
 // Runs preprocessor `name` on `in` (gray, RGB or RGBA; RGBA is composited on white like
 // HWC3). processor_res: the short side to process at (default 512). params: by name, missing
