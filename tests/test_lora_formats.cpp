@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 #include "common.h"
 #include "io/safetensors.h"
@@ -261,6 +262,61 @@ TEST(LoraFormats, SdxlKohyaFileMatchesReference) {
     targets.insert(m.target);
   }
   EXPECT_EQ(targets.size(), 3u);  // unet, te1, te2
+}
+
+// PEFT/diffusers names on SDXL (unet., text_encoder., text_encoder_2., raw "base_model.model."),
+// old attention-processor names, alphas from "lora_adapter_metadata" (alpha_pattern, rsLoRA).
+TEST(LoraFormats, PeftAndOldNamesOnSdxl) {
+  const Checkpoint& ck = sdxl();
+  const std::vector<std::tuple<std::string, std::string, Target>> want = {
+      {"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q", "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q", Target::UNet},
+      {"base_model.model.mid_block.attentions.0.proj_out", "mid_block.attentions.0.proj_out", Target::UNet},
+      {"text_encoder.text_model.encoder.layers.0.self_attn.k_proj", "encoder.layers.0.self_attn.k_proj", Target::TextEncoder},
+      {"text_encoder_2.encoder.layers.1.mlp.fc2", "encoder.layers.1.mlp.fc2", Target::TextEncoder2},
+  };
+  std::map<std::string, Tensor> t;
+  float seed = 1;
+  for (auto& [prefix, mod, tg] : want) {
+    const Shape& w = store(ck, tg).get(mod + ".weight").shape();
+    t[prefix + ".lora_A.weight"] = values({4, w[1]}, seed++);
+    t[prefix + ".lora_B.weight"] = values({w[0], 4}, seed++);
+  }
+  // Old processor names: to_out_lora -> to_out.0, no alpha (scale 1).
+  const std::string old = "up_blocks.0.attentions.1.transformer_blocks.0.attn2.processor.to_out_lora";
+  const Shape& wo = ck.unet.get("up_blocks.0.attentions.1.transformer_blocks.0.attn2.to_out.0.weight").shape();
+  t["unet." + old + ".down.weight"] = values({2, wo[1]}, 20);
+  t["unet." + old + ".up.weight"] = values({wo[0], 2}, 21);
+  const std::map<std::string, std::string> md = {
+      {"lora_adapter_metadata",
+       R"({"unet.r": 4, "unet.lora_alpha": 8, "unet.alpha_pattern": {"attentions.0.proj_out": 2},)"
+       R"( "text_encoder.lora_alpha": 4, "text_encoder_2.lora_alpha": 16, "text_encoder_2.use_rslora": true})"}};
+  const fs::path path = temp_dir() / "sdxl_peft.safetensors";
+  save_safetensors(path.string(), t, md);
+  LoraFile f = read_lora(path.string(), ck);
+  EXPECT_TRUE(f.unmatched.empty()) << f.unmatched.front();
+  ASSERT_EQ(f.modules.size(), 5u);
+  std::map<std::string, const Module*> by;
+  for (auto& m : f.modules) by[m.module] = &m;
+  for (auto& [prefix, mod, tg] : want) {
+    ASSERT_TRUE(by.count(mod)) << mod;
+    EXPECT_EQ(by[mod]->target, tg) << mod;
+  }
+  EXPECT_FLOAT_EQ(by["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"]->scale, 2.f);  // 8 / 4
+  EXPECT_FLOAT_EQ(by["mid_block.attentions.0.proj_out"]->scale, 0.5f);                          // pattern 2 / 4
+  EXPECT_FLOAT_EQ(by["encoder.layers.0.self_attn.k_proj"]->scale, 1.f);                          // 4 / 4
+  EXPECT_FLOAT_EQ(by["encoder.layers.1.mlp.fc2"]->scale, 8.f);                                   // 16 / sqrt(4)
+  ASSERT_TRUE(by.count("up_blocks.0.attentions.1.transformer_blocks.0.attn2.to_out.0"));
+  EXPECT_FLOAT_EQ(by["up_blocks.0.attentions.1.transformer_blocks.0.attn2.to_out.0"]->scale, 1.f);
+  EXPECT_NE(f.format.find("diffusers_old"), std::string::npos) << f.format;
+  // ΔW = scale · B @ A, checked by hand on one element.
+  const Module& q = *by["down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"];
+  Tensor dw = delta_weight(q, Tensor(), -0.5f);
+  const Tensor &A = q.t.at("down"), &B = q.t.at("up");
+  const int64_t o = 3, i = 5, in = A.size(1);
+  double ref = 0;
+  for (int64_t k = 0; k < 4; k++) ref += (double)B.f32()[o * 4 + k] * A.f32()[k * in + i];
+  EXPECT_NEAR(dw.f32()[o * in + i], -0.5 * 2.0 * ref, 1e-6 * std::fabs(ref) + 1e-9);
+  fs::remove(path);
 }
 
 TEST(LoraFormats, BadFilesGiveClearErrors) {
