@@ -165,17 +165,31 @@ TEST(LoraFormats, DeltaWeightsMatchReference) {
 
 // Alphas and scales as the references define them.
 TEST(LoraFormats, ScaleRules) {
-  LoraFile k = read_lora(lora_fix("sd1_kohya_scale.safetensors"), sd1());
-  for (auto& m : k.modules)
-    if (m.module.find("attn1.to_q") != std::string::npos) EXPECT_FLOAT_EQ(m.scale, 0.75f);  // "scale" beats alpha
-  LoraFile p = read_lora(lora_fix("sd1_peft.safetensors"), sd1());
-  for (auto& m : p.modules)
-    if (m.module == "encoder.layers.1.mlp.fc1") EXPECT_FLOAT_EQ(m.alpha, 8);  // alpha_pattern
-  LoraFile o = read_lora(lora_fix("sd1_diffusers_old.safetensors"), sd1());
-  for (auto& m : o.modules) EXPECT_FLOAT_EQ(m.scale, 1);
-  LoraFile x = read_lora(lora_fix("sd1_lokr.safetensors"), sd1());
-  for (auto& m : x.modules)
-    if (m.t.count("lokr_w1") && m.t.count("lokr_w2")) EXPECT_FLOAT_EQ(m.scale, 1);  // both full
+  int seen = 0;
+  for (auto& m : read_lora(lora_fix("sd1_kohya_scale.safetensors"), sd1()).modules) {
+    if (m.module.find("attn1.to_q") != std::string::npos) {
+      EXPECT_FLOAT_EQ(m.scale, 0.75f);  // "scale" beats alpha
+      seen++;
+    }
+  }
+  for (auto& m : read_lora(lora_fix("sd1_peft.safetensors"), sd1()).modules) {
+    if (m.module == "encoder.layers.1.mlp.fc1") {
+      EXPECT_FLOAT_EQ(m.alpha, 8);  // alpha_pattern
+      EXPECT_FLOAT_EQ(m.scale, 2);  // 8 / r 4
+      seen++;
+    }
+  }
+  for (auto& m : read_lora(lora_fix("sd1_diffusers_old.safetensors"), sd1()).modules) {
+    EXPECT_FLOAT_EQ(m.scale, 1);
+    seen++;
+  }
+  for (auto& m : read_lora(lora_fix("sd1_lokr.safetensors"), sd1()).modules) {
+    if (m.t.count("lokr_w1") && m.t.count("lokr_w2")) {
+      EXPECT_FLOAT_EQ(m.scale, 1);  // both full: alpha ignored
+      seen++;
+    }
+  }
+  EXPECT_EQ(seen, 1 + 1 + 7 + 1);
 }
 
 // SDXL kohya files name UNet modules in LDM style; te1/te2 name the two encoders.
