@@ -275,6 +275,8 @@ LoraFile read_lora(const std::string& path, const Checkpoint& ck) {
     for (auto& [p, k] : g.params) {
       const Tensor& t = ws.tensors.at(k);
       m.keys.push_back(k);
+      if ((p == "alpha" || p == "scale") && t.numel() != 1)
+        fail(kWhere, path + ": tensor '" + k + "' has shape " + shape_str(t.shape()) + ", expected a scalar");
       if (p == "alpha") {
         m.alpha = t.to_vector().at(0);
         continue;
@@ -339,7 +341,7 @@ std::string describe_lora(const std::string& path) {
     const char* rk = has(p, "down") ? "down" : has(p, "hada_w1_b") ? "hada_w1_b" : has(p, "lokr_w1_b") ? "lokr_w1_b"
                      : has(p, "lokr_w2_b") ? "lokr_w2_b" : nullptr;
     if (rk) ranks[std::to_string(ws.tensors.at(p.at(rk)).size(0))]++;
-    if (has(p, "alpha")) {
+    if (has(p, "alpha") && ws.tensors.at(p.at("alpha")).numel() == 1) {
       std::ostringstream a;
       a << ws.tensors.at(p.at("alpha")).to_vector().at(0);
       alphas[a.str()]++;
