@@ -17,6 +17,7 @@
 #include <string>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -267,7 +268,7 @@ TEST(Preprocess, LargeImage) {
 TEST(Preprocess, Cli) {
   const std::string exe = std::string(EASEL_BIN) + "/easel";
   if (!std::ifstream(exe).good()) GTEST_SKIP() << "easel CLI not built";
-  const std::string tmp = ::testing::TempDir() + "easel_pp_cli";
+  const std::string tmp = ::testing::TempDir() + "easel_pp_cli_" + std::to_string(::getpid());
   std::string cmd = exe + " preprocess --list > " + tmp + ".txt 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   std::ifstream f(tmp + ".txt");
@@ -288,5 +289,5 @@ TEST(Preprocess, Cli) {
   std::ifstream fe(tmp + ".err");
   std::string err((std::istreambuf_iterator<char>(fe)), {});
   EXPECT_NE(err.find("unknown preprocessor 'cany'"), std::string::npos) << err;
-  std::remove(out.c_str());
+  for (const char* ext : {".png", ".txt", ".err"}) std::remove((tmp + ext).c_str());
 }
