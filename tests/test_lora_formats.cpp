@@ -403,6 +403,31 @@ TEST(LoraFormats, BadFilesGiveClearErrors) {
   fs::remove_all(dir);
 }
 
+// loraref's bad inputs (copies of sd1_kohya with one defect each) and the wrong-base pairs.
+TEST(LoraFormats, ReferenceBadFiles) {
+  const std::string q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+  std::string e = error_of([&] { read_lora(lora_fix("bad_truncated.safetensors"), sd1()); });
+  EXPECT_NE(e.find("bad_truncated.safetensors"), std::string::npos) << e;
+  e = error_of([&] { read_lora(lora_fix("bad_nan.safetensors"), sd1()); });
+  EXPECT_NE(e.find(q + ".lora_up.weight"), std::string::npos) << e;
+  EXPECT_NE(e.find("NaN"), std::string::npos) << e;
+  e = error_of([&] { read_lora(lora_fix("bad_shape.safetensors"), sd1()); });
+  EXPECT_NE(e.find(q), std::string::npos) << e;
+  EXPECT_NE(e.find("[32, 48]"), std::string::npos) << e;
+  // Unknown layer: reported, the other 60 keys land.
+  LoraFile f = read_lora(lora_fix("bad_unknown_layer.safetensors"), sd1());
+  ASSERT_EQ(f.unmatched.size(), 3u);
+  for (auto& u : f.unmatched) EXPECT_NE(u.find("lora_unet_down_blocks_7_"), std::string::npos) << u;
+  size_t consumed = 0;
+  for (auto& m : f.modules) consumed += m.keys.size();
+  EXPECT_EQ(consumed, 60u);
+  // Wrong base, both ways.
+  e = error_of([&] { read_lora(lora_fix("sdxl_kohya.safetensors"), sd1()); });
+  EXPECT_NE(e.find("sdxl"), std::string::npos) << e;
+  e = error_of([&] { read_lora(lora_fix("sd1_kohya.safetensors"), sdxl()); });
+  EXPECT_NE(e.find("another base"), std::string::npos) << e;
+}
+
 TEST(LoraFormats, DescribeLora) {
   std::string d = describe_lora(lora_fix("sd1_kohya.safetensors"));
   EXPECT_NE(d.find("modules: 20"), std::string::npos) << d;
