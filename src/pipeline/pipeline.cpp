@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "io/safetensors.h"
+#include "lora/lora_apply.h"
 #include "models/clip.h"
 #include "models/conditioner.h"
 #include "models/conditioner_sdxl.h"
@@ -66,6 +67,8 @@ struct Pipeline::Impl {
   CLIPTextModel text_2;  // SDXL OpenCLIP bigG
   UNet2DConditionModel unet;
   AutoencoderKL vae;
+  lora::Merger merger;  // set_loras()
+  void load_text_unet();  // (re)loads the text encoders and the UNet from ckpt's stores
 
   // UNet conditioning for one model: the batch is [uncond, cond] with guidance, else [cond].
   struct Cond {
@@ -96,17 +99,39 @@ std::unique_ptr<Pipeline> Pipeline::load(const std::string& path, const Checkpoi
     own = std::make_unique<Tokenizer>(Tokenizer::from_folder(dir));
     return own.get();
   };
-  if (cfg.has_text_1()) {
-    m.tok1 = tokenizer(m.ckpt.tokenizer_dir, m.own_tok1);
-    m.text.load(m.ckpt.text_encoder, cfg.text);
-  }
-  if (cfg.is_sdxl()) {
-    m.tok2 = tokenizer(m.ckpt.tokenizer_2_dir, m.own_tok2);
-    m.text_2.load(m.ckpt.text_encoder_2, cfg.text_2);
-  }
-  m.unet.load(m.ckpt.unet, cfg.unet);
+  if (cfg.has_text_1()) m.tok1 = tokenizer(m.ckpt.tokenizer_dir, m.own_tok1);
+  if (cfg.is_sdxl()) m.tok2 = tokenizer(m.ckpt.tokenizer_2_dir, m.own_tok2);
+  m.load_text_unet();
   m.vae.load(m.ckpt.vae, cfg.vae);
   return p;
+}
+
+void Pipeline::Impl::load_text_unet() {
+  const ModelConfig& cfg = ckpt.config;
+  if (cfg.has_text_1()) {
+    text = CLIPTextModel();
+    text.load(ckpt.text_encoder, cfg.text);
+  }
+  if (cfg.is_sdxl()) {
+    text_2 = CLIPTextModel();
+    text_2.load(ckpt.text_encoder_2, cfg.text_2);
+  }
+  unet = UNet2DConditionModel();
+  unet.load(ckpt.unet, cfg.unet);
+}
+
+const Checkpoint& Pipeline::checkpoint() const { return impl_->ckpt; }
+
+void Pipeline::set_loras(const std::vector<lora::LoraSpec>& loras) {
+  Impl& m = *impl_;
+  m.merger.merge(m.ckpt, loras);  // throws before changing anything
+  try {
+    m.load_text_unet();
+  } catch (...) {
+    m.merger.unmerge(m.ckpt);
+    m.load_text_unet();
+    throw;
+  }
 }
 
 int Pipeline::width_for(const GenerateOptions& o) const {

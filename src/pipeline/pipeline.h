@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "io/checkpoint.h"
 #include "io/image.h"
@@ -15,6 +16,9 @@
 namespace easel {
 
 class Pipeline;
+namespace lora {
+struct LoraSpec;
+}
 
 struct GenerateOptions {
   std::string prompt;
@@ -68,6 +72,12 @@ class Pipeline {
   // The size generate() uses for opt (width/height 0 = native).
   int width_for(const GenerateOptions& opt) const;
   int height_for(const GenerateOptions& opt) const;
+  // Merges LoRAs into the UNet / text encoders (lora/lora_apply.h), replacing any merged before;
+  // an empty list restores the original weights bit for bit. A failing LoRA (any Error) leaves
+  // the model as it was.
+  void set_loras(const std::vector<lora::LoraSpec>& loras);
+  // The loaded checkpoint (its stores hold the merged weights while LoRAs are set).
+  const Checkpoint& checkpoint() const;
 
  private:
   Pipeline();

@@ -1,0 +1,140 @@
+#include "lora/lora_apply.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace easel::lora {
+
+namespace {
+WeightStore& store_of(Checkpoint& ck, Target t) {
+  switch (t) {
+    case Target::UNet: return ck.unet;
+    case Target::TextEncoder: return ck.text_encoder;
+    default: return ck.text_encoder_2;
+  }
+}
+
+Tensor to_f32_copy(const Tensor& t) { return t.dtype() == DType::F32 ? t.clone() : t.to(DType::F32); }
+
+void add_into(Tensor& acc, const Tensor& d) {  // acc += d (same numel, f32)
+  float* a = acc.f32();
+  const float* p = d.f32();
+  for (int64_t i = 0; i < acc.numel(); i++) a[i] += p[i];
+}
+
+bool parse_float(const std::string& s, float& v) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  v = std::strtof(s.c_str(), &end);
+  return end == s.c_str() + s.size() && std::isfinite(v);
+}
+}  // namespace
+
+void parse_lora_arg(const std::string& arg, std::string& path, float& unet, float& te) {
+  path = arg;
+  unet = te = 1.f;
+  // Peel up to two trailing ":number" fields (paths may contain ':').
+  std::vector<float> nums;
+  std::string rest = arg;
+  for (int k = 0; k < 2; k++) {
+    size_t c = rest.rfind(':');
+    if (c == std::string::npos) break;
+    float v;
+    std::string tail = rest.substr(c + 1);
+    if (!parse_float(tail, v)) {
+      if (k == 0 && !tail.empty() && (std::isdigit((unsigned char)tail[0]) || tail[0] == '-' || tail[0] == '.'))
+        fail("lora", "--lora '" + arg + "': strength '" + tail + "' is not a number");
+      break;
+    }
+    nums.insert(nums.begin(), v);
+    rest = rest.substr(0, c);
+  }
+  if (rest.empty()) fail("lora", "--lora '" + arg + "': missing file name");
+  path = rest;
+  if (nums.size() >= 1) unet = te = nums[0];
+  if (nums.size() == 2) te = nums[1];
+}
+
+std::string summary(const LoraSpec& s) {
+  size_t applied = 0;
+  for (const Module& m : s.file.modules) applied += m.keys.size();
+  char buf[160];
+  std::snprintf(buf, sizeof buf, " (unet %g, te %g): applied %zu of %zu keys", s.unet_strength, s.te_strength,
+                applied, s.file.n_keys);
+  std::string out = "lora " + s.file.path + buf;
+  if (!s.file.unmatched.empty()) {
+    out += "; not applied: ";
+    for (size_t i = 0; i < s.file.unmatched.size(); i++) {
+      if (i == 8) {
+        out += ", ... (" + std::to_string(s.file.unmatched.size() - 8) + " more)";
+        break;
+      }
+      out += (i ? ", " : "") + s.file.unmatched[i];
+    }
+  }
+  return out;
+}
+
+void Merger::merge(Checkpoint& ck, const std::vector<LoraSpec>& specs) {
+  // The weight before any merge: orig_ while LoRAs are merged, else the store's.
+  auto original = [&](const std::pair<int, std::string>& id) -> const Tensor& {
+    auto o = orig_.find(id);
+    return o != orig_.end() ? o->second : store_of(ck, (Target)id.first).get(id.second);
+  };
+  // Phase 1: compute every merged tensor from the originals (nothing in ck changes).
+  std::map<std::pair<int, std::string>, Tensor> merged;  // key -> W'
+  for (const LoraSpec& spec : specs) {
+    for (const Module& m : spec.file.modules) {
+      float s = m.target == Target::UNet ? spec.unet_strength : spec.te_strength;
+      const WeightStore& st = store_of(ck, m.target);
+      for (const char* suffix : {".weight", ".bias"}) {
+        bool is_w = suffix[1] == 'w';
+        std::string key = m.module + suffix;
+        auto id = std::make_pair((int)m.target, key);
+        Tensor* cur = nullptr;
+        auto it = merged.find(id);
+        if (it != merged.end()) cur = &it->second;
+        Tensor d;
+        if (is_w) {
+          if (!st.has(key)) fail("lora", spec.file.path + ": model has no weight '" + key + "'");
+          const Tensor& W = original(id);
+          if (W.shape() != m.shape)
+            fail("lora", spec.file.path + ": module '" + m.module + "' was read for another weight shape");
+          if (s == 0 && !m.dora()) continue;
+          d = delta_weight(m, cur ? *cur : W, s);
+        } else {
+          d = delta_bias(m, s);
+          if (!d.defined()) continue;
+          if (!st.has(key)) fail("lora", spec.file.path + ": model has no bias '" + key + "'");
+        }
+        if (!cur) cur = &(merged[id] = to_f32_copy(original(id)));
+        if (d.numel() != cur->numel()) fail("lora", spec.file.path + ": delta for '" + key + "' has the wrong size");
+        for (int64_t i = 0; i < d.numel(); i++)
+          if (!std::isfinite(d.f32()[i])) fail("lora", spec.file.path + ": non-finite delta for '" + key + "'");
+        add_into(*cur, d);
+      }
+    }
+  }
+  // Phase 2: restore, then swap in (no throwing operations beyond allocation of map nodes).
+  unmerge(ck);
+  for (auto& [id, w] : merged) {
+    WeightStore& st = store_of(ck, (Target)id.first);
+    Tensor& slot = st.tensors.at(id.second);
+    orig_.emplace(id, slot);
+    slot = w.reshape(slot.shape());
+  }
+  ops::clear_weight_cache();
+}
+
+void Merger::unmerge(Checkpoint& ck) {
+  if (orig_.empty()) return;
+  for (auto& [id, w] : orig_) store_of(ck, (Target)id.first).tensors.at(id.second) = w;
+  orig_.clear();
+  ops::clear_weight_cache();
+}
+
+}  // namespace easel::lora

@@ -1,0 +1,43 @@
+// Merging LoRA-family files into a loaded model: W' = W + Σ_i s_i·ΔW_i (DoRA: delta_weight on the
+// running W'), with the original tensors kept so that unmerge() restores them bit for bit.
+// Works on a Checkpoint's WeightStores; the caller re-loads its modules from them (Pipeline does).
+//   https://github.com/AUTOMATIC1111/stable-diffusion-webui/blob/master/extensions-builtin/Lora/networks.py
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "lora/lora.h"
+
+namespace easel::lora {
+
+struct LoraSpec {
+  LoraFile file;
+  float unet_strength = 1.f;
+  float te_strength = 1.f;  // both text encoders (SDXL)
+};
+
+// "FILE[:unet[:te]]" -> path and strengths (te defaults to unet, unet to 1). A ':' followed by a
+// non-number stays part of the path. Throws Error on a malformed number.
+void parse_lora_arg(const std::string& arg, std::string& path, float& unet, float& te);
+
+// One line per LoRA: "lora NAME (unet S, te S): applied N of M keys; not applied: k1 (why), ..."
+std::string summary(const LoraSpec& s);
+
+class Merger {
+ public:
+  // Merges every spec into ck's stores (UNet, text encoders), replacing LoRAs merged before. All
+  // deltas are computed (from the original weights) before any store changes, so an exception
+  // leaves ck as it was, previous LoRAs included.
+  void merge(Checkpoint& ck, const std::vector<LoraSpec>& specs);
+  // Puts the original tensors back (no-op when nothing is merged).
+  void unmerge(Checkpoint& ck);
+  bool merged() const { return !orig_.empty(); }
+
+ private:
+  // (target, weight key) -> the store's tensor before merging
+  std::map<std::pair<int, std::string>, Tensor> orig_;
+};
+
+}  // namespace easel::lora

@@ -1,0 +1,172 @@
+// LoRA merging end to end: the tiny SD1/SDXL pipelines with LoRAs merged against diffusers'
+// load_lora_weights + set_adapters runs (tests/fixtures/lora/README.md), merge -> unmerge restoring
+// every weight bit for bit, and failing LoRAs leaving the model unchanged.
+#include <cmath>
+#include <cstring>
+
+#include "common.h"
+#include "lora/lora_apply.h"
+#include "pipeline/pipeline.h"
+
+using namespace easel;
+
+namespace {
+
+struct L {
+  const char* file;
+  float unet, te;
+};
+struct Case {
+  std::string name, model, ref;
+  std::vector<L> loras;
+  bool sdxl = false;
+};
+
+GenerateOptions options(bool sdxl) {
+  GenerateOptions o;
+  o.prompt = "a photo of a cat wearing a hat";
+  o.negative_prompt = "blurry";
+  o.cfg_scale = sdxl ? 5.0f : 7.5f;
+  o.steps = sdxl ? 5 : 4;
+  o.seed = 1234;
+  o.sampler = "euler";
+  o.width = o.height = 64;
+  return o;
+}
+
+std::vector<lora::LoraSpec> specs(const Pipeline& p, const std::vector<L>& ls) {
+  std::vector<lora::LoraSpec> out;
+  for (const L& l : ls) {
+    lora::LoraSpec s;
+    s.file = lora::read_lora(test::fixture(std::string("lora/") + l.file), p.checkpoint());
+    s.unet_strength = l.unet;
+    s.te_strength = l.te;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+class LoraParity : public ::testing::TestWithParam<Case> {};
+
+TEST_P(LoraParity, MatchesDiffusers) {
+  const Case& c = GetParam();
+  WeightStore ref = test::load_ref("lora/" + c.ref + ".safetensors");
+  auto pipe = Pipeline::load(test::fixture(c.model));
+  pipe->set_loras(specs(*pipe, c.loras));
+  GenerateOptions o = options(c.sdxl);
+  std::vector<Tensor> steps;
+  o.on_latents = [&](int, const Tensor& x) { steps.push_back(x.clone()); };
+  GenerateResult r = pipe->generate(o);
+  // Tolerances as test_pipeline.cpp (fp32 accumulation order amplified by guidance and sigma).
+  // diffusers runs the LoRAs as bypass layers (W x + s·B(A x)); the merge rounds W + s·ΔW once
+  // more (~1e-7 relative), far below these.
+  ASSERT_EQ(steps.size(), (size_t)ref.get("timesteps").numel());
+  float worst = 0;
+  for (size_t i = 0; i < steps.size(); i++) {
+    std::string key = "latents_" + std::to_string(i);
+    EXPECT_TRUE(test::allclose(steps[i], ref.get(key), 6e-4f, 1e-4f)) << key;
+  }
+  EXPECT_TRUE(test::allclose(r.latents, ref.get("final_latents"), 6e-4f, 1e-4f));
+  EXPECT_TRUE(test::allclose(r.decoded, ref.get("image"), 1e-3f, 0));
+  test::expect_image_close(r.image, ref.get("image_u8"));
+  {
+    std::vector<float> a = r.latents.to_vector(), b = ref.get("final_latents").to_vector();
+    for (size_t i = 0; i < a.size(); i++) worst = std::max(worst, std::abs(a[i] - b[i]));
+    std::printf("%s: final latents max abs err %.3g\n", c.name.c_str(), worst);
+  }
+  // The LoRA must matter: the no-LoRA reference differs by orders of magnitude more.
+  WeightStore plain = test::load_ref(std::string(c.sdxl ? "sdxl" : "sd1") + "/ref_pipe_euler.safetensors");
+  EXPECT_FALSE(test::allclose(r.latents, plain.get("final_latents"), 1e-2f, 0));
+}
+
+const Case kCases[] = {
+    {"kohya_0_8", "sd1/diffusers", "ref_pipe_kohya_0.8", {{"sd1_kohya.safetensors", 0.8f, 0.8f}}},
+    {"peft_m0_5", "sd1/diffusers", "ref_pipe_peft_-0.5", {{"sd1_peft.safetensors", -0.5f, -0.5f}}},
+    {"two", "sd1/diffusers", "ref_pipe_two", {{"sd1_kohya.safetensors", 0.8f, 0.8f}, {"sd1_peft.safetensors", -0.5f, -0.5f}}},
+    {"two_split", "sd1/diffusers", "ref_pipe_two_split",
+     {{"sd1_kohya.safetensors", 0.8f, 0.3f}, {"sd1_peft.safetensors", -0.5f, 1.0f}}},
+    {"sdxl_kohya_0_8", "sdxl/diffusers", "ref_sdxl_pipe_kohya_0.8", {{"sdxl_kohya.safetensors", 0.8f, 0.8f}}, true},
+};
+INSTANTIATE_TEST_SUITE_P(Tiny, LoraParity, ::testing::ValuesIn(kCases),
+                         [](const ::testing::TestParamInfo<Case>& i) { return i.param.name; });
+
+// Bytes of every tensor of the stores LoRAs touch.
+std::map<std::string, std::vector<char>> snapshot(const Checkpoint& ck) {
+  std::map<std::string, std::vector<char>> out;
+  for (auto* st : {&ck.unet, &ck.text_encoder, &ck.text_encoder_2})
+    for (auto& [k, t] : st->tensors) {
+      const char* p = static_cast<const char*>(t.raw());
+      out[st->source + "|" + k] = std::vector<char>(p, p + t.nbytes());
+    }
+  return out;
+}
+
+TEST(LoraMerge, UnmergeRestoresBitForBit) {
+  auto pipe = Pipeline::load(test::fixture("sd1/diffusers"));
+  auto before = snapshot(pipe->checkpoint());
+  GenerateResult r0 = pipe->generate(options(false));
+  pipe->set_loras(specs(*pipe, {{"sd1_kohya.safetensors", 0.8f, 0.8f},
+                                {"sd1_peft.safetensors", -0.5f, 1.f},
+                                {"sd1_dora.safetensors", 0.7f, 0.7f},
+                                {"sd1_full.safetensors", 1.f, 1.f}}));
+  auto merged = snapshot(pipe->checkpoint());
+  size_t changed = 0;
+  for (auto& [k, v] : before) changed += merged.at(k) != v;
+  EXPECT_GE(changed, 20u);  // 20 kohya/peft layers + the DoRA/full ones (biases too)
+  pipe->set_loras({});
+  auto after = snapshot(pipe->checkpoint());
+  EXPECT_TRUE(before == after);
+  GenerateResult r1 = pipe->generate(options(false));
+  EXPECT_EQ(0, std::memcmp(r0.latents.raw(), r1.latents.raw(), r0.latents.nbytes()));
+  EXPECT_TRUE(r0.image.pixels == r1.image.pixels);
+}
+
+TEST(LoraMerge, FailingLoraLeavesModelUnchanged) {
+  auto pipe = Pipeline::load(test::fixture("sd1/diffusers"));
+  // With one LoRA merged, a failing set_loras must keep exactly that state.
+  pipe->set_loras(specs(*pipe, {{"sd1_peft.safetensors", -0.5f, -0.5f}}));
+  auto state = snapshot(pipe->checkpoint());
+  GenerateResult r0 = pipe->generate(options(false));
+  for (const char* bad : {"bad_truncated.safetensors", "bad_nan.safetensors", "bad_shape.safetensors"})
+    EXPECT_ANY_THROW(lora::read_lora(test::fixture(std::string("lora/") + bad), pipe->checkpoint())) << bad;
+  // A LoRA that passes reading but fails while merging (NaN in its LAST module, after earlier
+  // modules have been computed): nothing may be swapped in.
+  auto s = specs(*pipe, {{"sd1_kohya.safetensors", 0.8f, 0.8f}});
+  lora::Module& m = s[0].file.modules.back();
+  ASSERT_TRUE(m.t.count("up"));
+  m.t["up"].f32()[0] = NAN;
+  EXPECT_ERROR(pipe->set_loras(s), "non-finite");
+  EXPECT_TRUE(snapshot(pipe->checkpoint()) == state);
+  GenerateResult r1 = pipe->generate(options(false));
+  EXPECT_EQ(0, std::memcmp(r0.latents.raw(), r1.latents.raw(), r0.latents.nbytes()));
+  EXPECT_TRUE(r0.image.pixels == r1.image.pixels);
+}
+
+TEST(LoraMerge, UnknownLayerIsReported) {
+  auto pipe = Pipeline::load(test::fixture("sd1/diffusers"));
+  auto s = specs(*pipe, {{"bad_unknown_layer.safetensors", 1.f, 1.f}});
+  std::string line = lora::summary(s[0]);
+  EXPECT_NE(line.find("applied 60 of 63 keys"), std::string::npos) << line;
+  EXPECT_NE(line.find("down_blocks_7"), std::string::npos) << line;
+  pipe->set_loras(s);
+}
+
+TEST(LoraMerge, ParseArg) {
+  std::string p;
+  float u, t;
+  lora::parse_lora_arg("a/b.safetensors", p, u, t);
+  EXPECT_EQ(p, "a/b.safetensors");
+  EXPECT_EQ(u, 1.f);
+  EXPECT_EQ(t, 1.f);
+  lora::parse_lora_arg("x.safetensors:0.8", p, u, t);
+  EXPECT_EQ(p, "x.safetensors");
+  EXPECT_EQ(u, 0.8f);
+  EXPECT_EQ(t, 0.8f);
+  lora::parse_lora_arg("C:x.safetensors:-0.5:0.25", p, u, t);
+  EXPECT_EQ(p, "C:x.safetensors");
+  EXPECT_EQ(u, -0.5f);
+  EXPECT_EQ(t, 0.25f);
+  EXPECT_ERROR(lora::parse_lora_arg("x.safetensors:0.8x", p, u, t), "not a number");
+}
+
+}  // namespace
