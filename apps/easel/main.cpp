@@ -8,6 +8,8 @@
 
 #include "io/checkpoint.h"
 #include "io/image.h"
+#include "lora/lora_apply.h"
+#include "models/prompt.h"
 #include "ops/ops.h"
 #include "pipeline/params_text.h"
 #include "pipeline/pipeline.h"
@@ -22,6 +24,8 @@ namespace {
 struct GenerateArgs {
   std::string model, output = "output.png", init_img, family, prediction, precision = "auto";
   std::string refiner, original_size, target_size, crop;
+  std::vector<std::string> loras;  // --lora FILE[:unet[:te]]
+  std::string lora_dir;            // --lora-dir for <lora:name:...> prompt tags
   GenerateOptions opt;
   int64_t seed = 42;
   int threads = 0;
@@ -60,6 +64,56 @@ void parse_size(const std::string& flag, const std::string& v, int& w, int& h, c
   }
 }
 
+// <lora:NAME:...> -> DIR/NAME.{safetensors,pt,ckpt,bin} or NAME.* anywhere below DIR (as A1111).
+std::string find_lora(const std::string& dir, const std::string& name) {
+  if (dir.empty())
+    fail("lora", "prompt tag <lora:" + name + ":...>: give the folder holding '" + name + "' with --lora-dir");
+  static const char* exts[] = {".safetensors", ".pt", ".ckpt", ".bin"};
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail("lora", "--lora-dir '" + dir + "' is not a folder");
+  for (const char* e : exts)
+    if (fs::is_regular_file(fs::path(dir) / (name + e), ec)) return (fs::path(dir) / (name + e)).string();
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (!it->is_regular_file(ec) || it->path().stem().string() != name) continue;
+    for (const char* e : exts)
+      if (it->path().extension() == e) return it->path().string();
+  }
+  fail("lora", "prompt tag <lora:" + name + ":...>: no " + name + ".safetensors (.pt, .ckpt, .bin) in --lora-dir '" +
+                   dir + "'");
+}
+
+// --lora flags and the prompt's <lora:...> tags -> merged into pipe; prints one line per LoRA.
+// Returns the tags to add to the infotext prompt for --lora files.
+std::string apply_loras(Pipeline& pipe, const GenerateArgs& a) {
+  std::vector<lora::LoraSpec> specs;
+  std::string tags;
+  auto add = [&](const std::string& path, float unet, float te) {
+    lora::LoraSpec s;
+    s.file = lora::read_lora(path, pipe.checkpoint());
+    s.unet_strength = unet;
+    s.te_strength = te;
+    specs.push_back(std::move(s));
+  };
+  for (const std::string& arg : a.loras) {
+    std::string path;
+    float unet, te;
+    lora::parse_lora_arg(arg, path, unet, te);
+    add(path, unet, te);
+    char buf[64];  // A1111 tag order: <lora:name:te:unet>
+    if (unet == te) std::snprintf(buf, sizeof buf, ":%g>", te);
+    else std::snprintf(buf, sizeof buf, ":%g:%g>", te, unet);
+    tags += " <lora:" + fs::path(path).stem().string() + buf;
+  }
+  std::vector<LoraTag> found;
+  extract_lora_tags(a.opt.prompt, &found);
+  for (const LoraTag& t : found) add(find_lora(a.lora_dir, t.name), t.unet_weight, t.te_weight);
+  if (specs.empty()) return "";
+  pipe.set_loras(specs);
+  for (const auto& s : specs) std::fprintf(stderr, "%s\n", lora::summary(s).c_str());
+  return tags;
+}
+
 int run_generate(GenerateArgs& a) {
   if (a.threads > 0) ops::set_num_threads(a.threads);
   ops::set_winograd(a.winograd);
@@ -88,6 +142,7 @@ int run_generate(GenerateArgs& a) {
     a.opt.refiner = refiner.get();
   }
   pipe->validate(a.opt);  // before any heavy work
+  std::string lora_tags = apply_loras(*pipe, a);
 
   Progress bar("sampling", a.opt.steps);
   a.opt.on_step = [&](int step, int total) {
@@ -99,7 +154,7 @@ int run_generate(GenerateArgs& a) {
   bar.finish();
 
   GenParams gp;
-  gp.prompt = a.opt.prompt;
+  gp.prompt = a.opt.prompt + lora_tags;
   gp.negative_prompt = a.opt.negative_prompt;
   gp.steps = a.opt.steps;
   gp.sampler = a.opt.sampler;
@@ -170,6 +225,9 @@ int main(int argc, char** argv) {
   gen->add_flag("--low-memory", g.low_memory,
                 "lowest peak memory: no packed-weight cache, weight pages dropped between phases (~25% slower)");
   gen->add_flag("--winograd", g.winograd, "Winograd 3x3 convolutions: ~15% faster steps, ~4 GiB more memory (SD1.5)");
+  gen->add_option("--lora", g.loras, "LoRA/LyCORIS file merged into the model, FILE[:unet_strength[:te_strength]] (repeatable; te defaults to unet, unet to 1)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  gen->add_option("--lora-dir", g.lora_dir, "folder searched for the prompt's <lora:name:te[:unet]> tags (A1111 syntax)");
   gen->add_flag("--no-hash", g.no_hash, "skip the model hash in the PNG parameters");
 
   std::string info_path;
