@@ -151,6 +151,11 @@ TEST(LoraMerge, UnknownLayerIsReported) {
   pipe->set_loras(s);
 }
 
+TEST(LoraMerge, ShortHash) {
+  // hashlib.sha256(data[8 + header_len:]).hexdigest()[:12], computed with Python.
+  EXPECT_EQ(lora::lora_short_hash(test::fixture("lora/sd1_kohya.safetensors")), "15e81867ec29");
+}
+
 TEST(LoraMerge, ParseArg) {
   std::string p;
   float u, t;

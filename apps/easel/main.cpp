@@ -2,6 +2,7 @@
 // where they overlap. Every library error becomes one message and exit status 1.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -84,11 +85,16 @@ std::string find_lora(const std::string& dir, const std::string& name) {
 }
 
 // --lora flags and the prompt's <lora:...> tags -> merged into pipe; prints one line per LoRA.
-// Returns the tags to add to the infotext prompt for --lora files.
-std::string apply_loras(Pipeline& pipe, const GenerateArgs& a) {
+// Returns the tags to add to the infotext prompt for --lora files; *hashes gets A1111's
+// "Lora hashes" value ("name: hash, ...") unless --no-hash.
+std::string apply_loras(Pipeline& pipe, const GenerateArgs& a, std::string* hashes) {
   std::vector<lora::LoraSpec> specs;
   std::string tags;
-  auto add = [&](const std::string& path, float unet, float te) {
+  auto add = [&](const std::string& path, float unet, float te, std::string name) {
+    if (!a.no_hash) {
+      for (char c : {':', ','}) name.erase(std::remove(name.begin(), name.end(), c), name.end());
+      *hashes += (hashes->empty() ? "" : ", ") + name + ": " + lora::lora_short_hash(path);
+    }
     lora::LoraSpec s;
     s.file = lora::read_lora(path, pipe.checkpoint());
     s.unet_strength = unet;
@@ -99,7 +105,7 @@ std::string apply_loras(Pipeline& pipe, const GenerateArgs& a) {
     std::string path;
     float unet, te;
     lora::parse_lora_arg(arg, path, unet, te);
-    add(path, unet, te);
+    add(path, unet, te, fs::path(path).stem().string());
     char buf[64];  // A1111 tag order: <lora:name:te:unet>
     if (unet == te) std::snprintf(buf, sizeof buf, ":%g>", te);
     else std::snprintf(buf, sizeof buf, ":%g:%g>", te, unet);
@@ -107,7 +113,7 @@ std::string apply_loras(Pipeline& pipe, const GenerateArgs& a) {
   }
   std::vector<LoraTag> found;
   extract_lora_tags(a.opt.prompt, &found);
-  for (const LoraTag& t : found) add(find_lora(a.lora_dir, t.name), t.unet_weight, t.te_weight);
+  for (const LoraTag& t : found) add(find_lora(a.lora_dir, t.name), t.unet_weight, t.te_weight, t.name);
   if (specs.empty()) return "";
   pipe.set_loras(specs);
   for (const auto& s : specs) std::fprintf(stderr, "%s\n", lora::summary(s).c_str());
@@ -142,7 +148,8 @@ int run_generate(GenerateArgs& a) {
     a.opt.refiner = refiner.get();
   }
   pipe->validate(a.opt);  // before any heavy work
-  std::string lora_tags = apply_loras(*pipe, a);
+  std::string lora_hashes;
+  std::string lora_tags = apply_loras(*pipe, a, &lora_hashes);
 
   Progress bar("sampling", a.opt.steps);
   a.opt.on_step = [&](int step, int total) {
@@ -176,6 +183,7 @@ int run_generate(GenerateArgs& a) {
     std::snprintf(buf, sizeof buf, "%g", a.opt.refiner_start);
     gp.extra.push_back({"Refiner switch at", buf});
   }
+  if (!lora_hashes.empty()) gp.extra.push_back({"Lora hashes", lora_hashes});
   write_png(a.output, r.image, {{"parameters", a1111_parameters(gp)}});
   std::fprintf(stderr, "wrote %s\n", a.output.c_str());
   return 0;

@@ -3,9 +3,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <memory>
+
+#include <openssl/evp.h>
 
 #include "core/error.h"
 #include "ops/ops.h"
+#include "pipeline/params_text.h"
 
 namespace easel::lora {
 
@@ -57,6 +62,35 @@ void parse_lora_arg(const std::string& arg, std::string& path, float& unet, floa
   path = rest;
   if (nums.size() >= 1) unet = te = nums[0];
   if (nums.size() == 2) te = nums[1];
+}
+
+std::string lora_short_hash(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("lora", path + ": cannot open");
+  unsigned char hdr[8] = {};
+  bool st = path.size() >= 12 && path.compare(path.size() - 12, 12, ".safetensors") == 0;
+  if (!st) return sha256_file(path).substr(0, 12);
+  if (!f.read((char*)hdr, 8)) fail("lora", path + ": too short for a safetensors header");
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; i--) n = (n << 8) | hdr[i];
+  f.seekg((std::streamoff)(8 + n));
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) fail("lora", path + ": SHA-256 unavailable");
+  std::vector<char> buf(1 << 20);
+  while (f) {
+    f.read(buf.data(), (std::streamsize)buf.size());
+    if (f.gcount() > 0) EVP_DigestUpdate(ctx.get(), buf.data(), (size_t)f.gcount());
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), md, &len);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < 6 && i < len; i++) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
 }
 
 std::string summary(const LoraSpec& s) {

@@ -22,6 +22,11 @@ struct LoraSpec {
 // non-number stays part of the path. Throws Error on a malformed number.
 void parse_lora_arg(const std::string& arg, std::string& path, float& unet, float& te);
 
+// A1111's short LoRA hash ("Lora hashes" infotext): the first 12 hex digits of the SHA-256 of a
+// safetensors file's tensor data (after the header; sd-webui-additional-networks' hash), of the
+// whole file for other formats.
+std::string lora_short_hash(const std::string& path);
+
 // One line per LoRA: "lora NAME (unet S, te S): applied N of M keys; not applied: k1 (why), ..."
 std::string summary(const LoraSpec& s);
 
