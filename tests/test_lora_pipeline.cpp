@@ -151,6 +151,30 @@ TEST(LoraMerge, UnknownLayerIsReported) {
   pipe->set_loras(s);
 }
 
+TEST(LoraMerge, HalfPrecisionModel) {
+  // An f16 copy of the UNet store: W' = f32(W) + s·ΔW stays f32; unmerge gives the f16 tensors back.
+  auto pipe = Pipeline::load(test::fixture("sd1/diffusers"));
+  Checkpoint ck = pipe->checkpoint();
+  for (auto& [k, t] : ck.unet.tensors) t = t.to(DType::F16);
+  auto before = snapshot(ck);
+  auto s = specs(*pipe, {{"sd1_kohya.safetensors", 0.8f, 0.8f}});
+  lora::Merger mg;
+  mg.merge(ck, s);
+  WeightStore deltas = test::load_ref("lora/lora_deltas.safetensors");
+  const std::string name = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q";
+  const Tensor& w = ck.unet.get(name + ".weight");
+  EXPECT_EQ(w.dtype(), DType::F32);
+  std::vector<float> got = w.to_vector(), base = pipe->checkpoint().unet.get(name + ".weight").to_vector();
+  std::vector<float> dw = deltas.get("sd1_kohya/unet:" + name + "/dW").to_vector();
+  for (size_t i = 0; i < got.size(); i++) {
+    float b16 = Tensor::from_vector({base[i]}, {1}).to(DType::F16).to_vector()[0];
+    float want = b16 + 0.8f * dw[i];
+    EXPECT_NEAR(got[i], want, 1e-6f * std::abs(want) + 1e-7f) << i;  // f32 rounding of the sum
+  }
+  mg.unmerge(ck);
+  EXPECT_TRUE(snapshot(ck) == before);
+}
+
 TEST(LoraMerge, ShortHash) {
   // hashlib.sha256(data[8 + header_len:]).hexdigest()[:12], computed with Python.
   EXPECT_EQ(lora::lora_short_hash(test::fixture("lora/sd1_kohya.safetensors")), "15e81867ec29");

@@ -1,5 +1,7 @@
-// Merging LoRA-family files into a loaded model: W' = W + Σ_i s_i·ΔW_i (DoRA: delta_weight on the
-// running W'), with the original tensors kept so that unmerge() restores them bit for bit.
+// Merging LoRA-family files into a loaded model: W' = W + Σ_i s_i·ΔW_i in f32 (DoRA: delta_weight
+// on the running W'), kept in f32 (as diffusers merges: rounding W' back to an f16 model's dtype
+// moves the tiny fixtures' latents by 0.03), with the original tensors kept so that unmerge()
+// restores them bit for bit.
 // Works on a Checkpoint's WeightStores; the caller re-loads its modules from them (Pipeline does).
 //   https://github.com/AUTOMATIC1111/stable-diffusion-webui/blob/master/extensions-builtin/Lora/networks.py
 #pragma once
