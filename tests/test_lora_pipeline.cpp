@@ -175,6 +175,53 @@ TEST(LoraMerge, HalfPrecisionModel) {
   EXPECT_TRUE(snapshot(ck) == before);
 }
 
+// Every file kind merged at 0.7 and -0.5 against the ΔW / W' references (lora_deltas): W' =
+// base + s·dW for additive kinds, merged_<s> for LoCon/DoRA/PEFT DoRA, merged_b_<s> for biases.
+TEST(LoraMerge, MergedWeightsMatchReferences) {
+  auto pipe = Pipeline::load(test::fixture("sd1/diffusers"));
+  WeightStore ref = test::load_ref("lora/lora_deltas.safetensors");
+  const char* files[] = {"sd1_kohya", "sd1_peft", "sd1_diffusers_old", "sd1_locon", "sd1_loha",
+                         "sd1_lokr", "sd1_dora", "sd1_peft_dora", "sd1_full"};
+  for (float s : {0.7f, -0.5f}) {
+    char sb[16];
+    std::snprintf(sb, sizeof sb, "%g", s);
+    for (const char* f : files) {
+      Checkpoint ck = pipe->checkpoint();
+      lora::Merger mg;
+      mg.merge(ck, specs(*pipe, {{(std::string(f) + ".safetensors").c_str(), s, s}}));
+      int checked = 0, checked_b = 0;
+      for (const auto& [key, t] : ref.tensors) {
+        std::string pre = std::string(f) + "/";
+        if (key.rfind(pre, 0) != 0 || key.size() < 3 || key.compare(key.size() - 3, 3, "/dW") != 0) continue;
+        std::string name = key.substr(pre.size(), key.size() - pre.size() - 3);  // "unet:..." / "te:..."
+        size_t c = name.find(':');
+        const WeightStore& st = name.substr(0, c) == "unet" ? ck.unet : ck.text_encoder;
+        std::string mod = name.substr(c + 1);
+        Tensor want;
+        if (ref.has(pre + name + "/merged_" + sb)) {
+          want = ref.get(pre + name + "/merged_" + sb);
+        } else {
+          std::vector<float> b = ref.get("base/" + name).to_vector(), d = t.to_vector();
+          for (size_t i = 0; i < b.size(); i++) b[i] += s * d[i];
+          want = Tensor::from_vector(b, t.shape());
+        }
+        EXPECT_TRUE(test::allclose(st.get(mod + ".weight").to(DType::F32), want, 1e-6f, 1e-5f)) << f << " " << name << " " << s;
+        if (ref.has(pre + name + "/merged_b_" + sb)) {
+          EXPECT_TRUE(test::allclose(st.get(mod + ".bias").to(DType::F32), ref.get(pre + name + "/merged_b_" + sb), 1e-6f, 1e-5f))
+              << f << " " << name << " bias";
+          checked_b++;
+        }
+        checked++;
+      }
+      EXPECT_GE(checked, 2) << f;
+      if (std::string(f) == "sd1_full") {
+        EXPECT_EQ(checked_b, 2);
+      }
+      std::printf("%s at %s: %d weights, %d biases\n", f, sb, checked, checked_b);
+    }
+  }
+}
+
 TEST(LoraMerge, ShortHash) {
   // hashlib.sha256(data[8 + header_len:]).hexdigest()[:12], computed with Python.
   EXPECT_EQ(lora::lora_short_hash(test::fixture("lora/sd1_kohya.safetensors")), "15e81867ec29");
