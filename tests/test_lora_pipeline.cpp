@@ -22,6 +22,8 @@ struct Case {
   bool sdxl = false;
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.ref; }  // readable ctest names
+
 GenerateOptions options(bool sdxl) {
   GenerateOptions o;
   o.prompt = "a photo of a cat wearing a hat";
