@@ -158,3 +158,15 @@ TEST(Cli, SdxlRefinerTiledWritesParameters) {
   Image img = read_image(out, 3);
   EXPECT_EQ(img.width, 64);
 }
+
+TEST(Cli, InfoOnLora) {
+  std::string out = tmpdir() + "/info.txt";
+  int rc = std::system((std::string(EASEL_BIN) + "/easel info '" + test::fixture("lora/sd1_kohya.safetensors") + "' >'" +
+                        out + "' 2>&1")
+                           .c_str());
+  ASSERT_EQ(rc, 0);
+  std::ifstream f(out);
+  std::string text((std::istreambuf_iterator<char>(f)), {});
+  EXPECT_NE(text.find("kinds: lora (20)"), std::string::npos) << text;
+  EXPECT_NE(text.find("ss_network_dim: 4"), std::string::npos) << text;
+}

@@ -252,7 +252,10 @@ int main(int argc, char** argv) {
     if (*gen) return run_generate(g);
     if (*pre) return run_preprocess_command();
     if (*info) {
-      std::cout << describe_checkpoint(info_path);
+      std::string d = describe_checkpoint(info_path);
+      std::cout << d;
+      // A LoRA/LyCORIS file: its format, kinds, ranks, alphas, targets and kohya ss_* metadata.
+      if (d.find("kind: LoRA / LyCORIS") != std::string::npos) std::cout << "\n" << lora::describe_lora(info_path);
       return 0;
     }
   } catch (const Error& e) {
