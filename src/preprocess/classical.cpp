@@ -119,13 +119,12 @@ cv::Mat invert(const cv::Mat& rgb, int, const Params&) {
   return out;
 }
 
-// recolor_luminance: L of cv2.COLOR_BGR2LAB applied to the RGB array (A1111 passes RGB to a
-// BGR conversion; kept for parity), then (L / 255) ** gamma * 255 in float32, truncated.
-cv::Mat recolor_luminance(const cv::Mat& rgb, int, const Params& p) {
-  cv::Mat lab, ch;
-  cv::cvtColor(rgb, lab, cv::COLOR_BGR2Lab);
-  cv::extractChannel(lab, ch, 0);
-  const float gamma = (float)p.at("gamma");
+namespace {
+// One channel of an OpenCV colour conversion, then (v / 255) ** gamma * 255 in float32, truncated.
+cv::Mat recolor(const cv::Mat& rgb, int code, int channel, float gamma) {
+  cv::Mat conv, ch;
+  cv::cvtColor(rgb, conv, code);
+  cv::extractChannel(conv, ch, channel);
   cv::Mat f(ch.size(), CV_32F);
   for (int y = 0; y < ch.rows; y++)
     for (int x = 0; x < ch.cols; x++) {
@@ -135,21 +134,17 @@ cv::Mat recolor_luminance(const cv::Mat& rgb, int, const Params& p) {
     }
   return gray3(clip_trunc_u8(f));
 }
+}  // namespace
+
+// recolor_luminance: L of cv2.COLOR_BGR2LAB applied to the RGB array (A1111 passes RGB to a
+// BGR conversion; kept for parity), with gamma.
+cv::Mat recolor_luminance(const cv::Mat& rgb, int, const Params& p) {
+  return recolor(rgb, cv::COLOR_BGR2Lab, 0, (float)p.at("gamma"));
+}
 
 // recolor_intensity: V of HSV (max of the channels), same gamma as above.
 cv::Mat recolor_intensity(const cv::Mat& rgb, int, const Params& p) {
-  cv::Mat hsv, ch;
-  cv::cvtColor(rgb, hsv, cv::COLOR_BGR2HSV);
-  cv::extractChannel(hsv, ch, 2);
-  const float gamma = (float)p.at("gamma");
-  cv::Mat f(ch.size(), CV_32F);
-  for (int y = 0; y < ch.rows; y++)
-    for (int x = 0; x < ch.cols; x++) {
-      float v = ch.at<uint8_t>(y, x) / 255.0f;
-      if (gamma != 1.0f) v = std::pow(v, gamma);
-      f.at<float>(y, x) = v * 255.0f;
-    }
-  return gray3(clip_trunc_u8(f));
+  return recolor(rgb, cv::COLOR_BGR2HSV, 2, (float)p.at("gamma"));
 }
 
 // easel's gray guide: cv2.cvtColor(RGB2GRAY) of the image resized to processor_res (no padding).
