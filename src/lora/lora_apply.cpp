@@ -25,10 +25,16 @@ WeightStore& store_of(Checkpoint& ck, Target t) {
 
 Tensor to_f32_copy(const Tensor& t) { return t.dtype() == DType::F32 ? t.clone() : t.to(DType::F32); }
 
-void add_into(Tensor& acc, const Tensor& d) {  // acc += d (same numel, f32)
+// acc += d (same numel, f32); false (acc unchanged from the first bad element on) when d has a NaN/Inf.
+bool add_into(Tensor& acc, const Tensor& d) {
   float* a = acc.f32();
   const float* p = d.f32();
-  for (int64_t i = 0; i < acc.numel(); i++) a[i] += p[i];
+  const int64_t n = acc.numel();
+  bool finite = true;
+  for (int64_t i = 0; i < n; i++) finite &= std::isfinite(p[i]);
+  if (!finite) return false;
+  for (int64_t i = 0; i < n; i++) a[i] += p[i];
+  return true;
 }
 
 bool parse_float(const std::string& s, float& v) {
@@ -147,9 +153,7 @@ void Merger::merge(Checkpoint& ck, const std::vector<LoraSpec>& specs) {
         }
         if (!cur) cur = &(merged[id] = to_f32_copy(original(id)));
         if (d.numel() != cur->numel()) fail("lora", spec.file.path + ": delta for '" + key + "' has the wrong size");
-        for (int64_t i = 0; i < d.numel(); i++)
-          if (!std::isfinite(d.f32()[i])) fail("lora", spec.file.path + ": non-finite delta for '" + key + "'");
-        add_into(*cur, d);
+        if (!add_into(*cur, d)) fail("lora", spec.file.path + ": non-finite delta for '" + key + "'");
       }
     }
   }

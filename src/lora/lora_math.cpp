@@ -1,7 +1,7 @@
 // ΔW of one LoRA-family module (formulas in lora.h), in f32.
 //   https://github.com/KohakuBlueleaf/LyCORIS/blob/main/lycoris/functional/{locon,loha,lokr,general}.py
 //   https://github.com/huggingface/peft/blob/main/src/peft/tuners/lora/dora.py
-#include <cblas.h>
+#include <dnnl.h>
 
 #include <algorithm>
 #include <cfloat>
@@ -12,13 +12,12 @@
 namespace easel::lora {
 namespace {
 
-// [M, K] @ [K, N] -> [M, N], row-major, f32 (BLAS: a rank-32 ΔW of SDXL's 1280x1280 layers is
+// [M, K] @ [K, N] -> [M, N], row-major, f32 (oneDNN sgemm, row-major: a rank-32 ΔW of SDXL's 1280x1280 layers is
 // ~50 MFLOP each, several hundred layers per LoRA).
 std::vector<float> matmul(const float* a, const float* b, int64_t M, int64_t K, int64_t N) {
   std::vector<float> c((size_t)(M * N), 0.f);
   if (M && N && K)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.f, a, (int)K, b, (int)N, 0.f,
-                c.data(), (int)N);
+    dnnl_sgemm('N', 'N', M, N, K, 1.f, a, K, b, N, 0.f, c.data(), N);
   return c;
 }
 
@@ -149,8 +148,8 @@ Tensor delta_weight(const Module& m, const Tensor& W, float strength, DoraStreng
     const int64_t out = m.shape[0], r = down.size(0), cols = shape_numel(m.shape) / out;
     Tensor d = Tensor::empty(m.shape);
     if (out && cols && r)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)cols, (int)r, strength * m.scale,
-                  get(m, "up").f32(), (int)r, down.f32(), (int)cols, 0.f, d.f32(), (int)cols);
+      dnnl_sgemm('N', 'N', out, cols, r, strength * m.scale, get(m, "up").f32(), r, down.f32(), cols, 0.f, d.f32(),
+                 cols);
     else
       std::fill(d.f32(), d.f32() + d.numel(), 0.f);
     return d;
