@@ -1,6 +1,7 @@
 // easel command line: generate, info. Flag names follow stable-diffusion.cpp's sd-cli
 // where they overlap. Every library error becomes one message and exit status 1.
 #include <CLI/CLI.hpp>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -142,6 +143,20 @@ int run_generate(GenerateArgs& a) {
   parse_size("--target-size", a.target_size, a.opt.target_width, a.opt.target_height);
   parse_size("--crop", a.crop, a.opt.crop_left, a.opt.crop_top, ',');
   auto pipe = Pipeline::load(a.model, ov);
+  // Measured (BENCHMARKS.md, SDXL 1024x1024 on 24 GiB): a packed f32 copy of a UNet this large is no
+  // faster (67.5 vs 56.0 s/step) and takes the peak RSS to 23 GiB, so a UNet whose f32 copy exceeds a
+  // quarter of RAM runs in low-memory mode unless the user sets --weight-cache-mb.
+  if (!a.low_memory && a.weight_cache_mb < 0) {
+    double unet_f32 = 0;
+    for (auto& [k, t] : pipe->checkpoint().unet.tensors) unet_f32 += 4.0 * (double)t.numel();
+    double ram = (double)::sysconf(_SC_PHYS_PAGES) * (double)::sysconf(_SC_PAGE_SIZE);
+    if (ram > 0 && unet_f32 > ram / 4) {
+      a.opt.low_memory = true;
+      ops::set_weight_cache_limit(0);
+      std::fprintf(stderr, "easel: large UNet (%.1f GiB in f32): low-memory mode (--weight-cache-mb N to cache packed weights)\n",
+                   unet_f32 / (1 << 30));
+    }
+  }
   std::unique_ptr<Pipeline> refiner;
   if (!a.refiner.empty()) {
     refiner = Pipeline::load(a.refiner);
