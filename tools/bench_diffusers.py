@@ -69,51 +69,55 @@ def run_sdxl(a, res):
     ucfg, tcfg = FAMILIES[a.family]
     h = a.size // 8
     ids = torch.randint(0, 49407, (2, 77))
+    parts = a.parts.split(",")
     with torch.inference_mode():
-        # text: both encoders as encode_prompt (penultimate hidden states; pooled + projection from bigG)
-        te1 = CLIPTextModel(CLIPTextConfig(**tcfg)).eval() if tcfg else None
-        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**TEXT_2[a.family])).eval()
+        if "text" in parts:
+            # text: both encoders as encode_prompt (penultimate hidden states; pooled + projection from bigG)
+            te1 = CLIPTextModel(CLIPTextConfig(**tcfg)).eval() if tcfg else None
+            te2 = CLIPTextModelWithProjection(CLIPTextConfig(**TEXT_2[a.family])).eval()
 
-        def encode():
-            parts = []
+            def encode():
+                hs = []
+                if te1 is not None:
+                    hs.append(te1(ids, output_hidden_states=True).hidden_states[-2])
+                o = te2(ids, output_hidden_states=True)
+                hs.append(o.hidden_states[-2])
+                return torch.cat(hs, -1), o.text_embeds
+
+            ctx, pooled = encode()
+            res["text_encode_s"], _ = timed(encode, a.reps + 2)
             if te1 is not None:
-                parts.append(te1(ids, output_hidden_states=True).hidden_states[-2])
-            o = te2(ids, output_hidden_states=True)
-            parts.append(o.hidden_states[-2])
-            return torch.cat(parts, -1), o.text_embeds
-
-        ctx, pooled = encode()
-        res["text_encode_s"], _ = timed(encode, a.reps + 2)
-        if te1 is not None:
-            res["text_encode_1_s"], _ = timed(lambda: te1(ids, output_hidden_states=True), a.reps + 2)
-        res["text_encode_2_s"], _ = timed(lambda: te2(ids, output_hidden_states=True), a.reps + 2)
-        res["text_tflop"] = flops(encode)
-        res["peak_rss_text_gib"] = rss_gib()
-        del te1, te2
-        # VAE decode
-        vae = AutoencoderKL(**VAES[a.family]).eval()
-        z = torch.randn(1, 4, h, h)
-        res["vae_decode_tflop"] = flops(lambda: vae.decode(z))
-        res["vae_decode_s"], res["vae_decode_all"] = timed(lambda: vae.decode(z), a.reps, warm=False)
-        res["peak_rss_vae_gib"] = rss_gib()
-        del vae
-        # UNet step with CFG (batch 2) and the added conditioning
-        t0 = time.perf_counter()
-        unet = random_unet(ucfg)
-        res["unet_build_s"] = time.perf_counter() - t0
-        x = torch.randn(2, 4, h, h)
-        t = torch.tensor([500, 500])
-        ctx = torch.randn(2, 77, ucfg["cross_attention_dim"])
-        n_ids = (ucfg["projection_class_embeddings_input_dim"] - TEXT_2[a.family]["projection_dim"]) // 256
-        tid = [a.size, a.size, 0, 0, a.size, a.size] if n_ids == 6 else [a.size, a.size, 0, 0, 6.0]
-        cond = {"text_embeds": torch.randn(2, TEXT_2[a.family]["projection_dim"]),
-                "time_ids": torch.tensor([tid, tid], dtype=torch.float32)}
-        step = lambda: unet(x, t, ctx, added_cond_kwargs=cond)  # noqa: E731
-        t0 = time.perf_counter()
-        res["unet_step_tflop"] = flops(step)  # also the warm-up
-        res["unet_flop_pass_s"] = time.perf_counter() - t0
-        res["unet_step_s"], res["unet_step_all"] = timed(step, a.reps, warm=False)
-        res["peak_rss_unet_gib"] = rss_gib()
+                res["text_encode_1_s"], _ = timed(lambda: te1(ids, output_hidden_states=True), a.reps + 2)
+            res["text_encode_2_s"], _ = timed(lambda: te2(ids, output_hidden_states=True), a.reps + 2)
+            res["text_tflop"] = flops(encode)
+            res["peak_rss_text_gib"] = rss_gib()
+            del te1, te2
+        if "vae" in parts:
+            # VAE decode
+            vae = AutoencoderKL(**VAES[a.family]).eval()
+            z = torch.randn(1, 4, h, h)
+            res["vae_decode_tflop"] = flops(lambda: vae.decode(z))
+            res["vae_decode_s"], res["vae_decode_all"] = timed(lambda: vae.decode(z), a.reps, warm=False)
+            res["peak_rss_vae_gib"] = rss_gib()
+            del vae
+        if "unet" in parts:
+            # UNet step with CFG (batch 2) and the added conditioning
+            t0 = time.perf_counter()
+            unet = random_unet(ucfg)
+            res["unet_build_s"] = time.perf_counter() - t0
+            x = torch.randn(2, 4, h, h)
+            t = torch.tensor([500, 500])
+            ctx = torch.randn(2, 77, ucfg["cross_attention_dim"])
+            n_ids = (ucfg["projection_class_embeddings_input_dim"] - TEXT_2[a.family]["projection_dim"]) // 256
+            tid = [a.size, a.size, 0, 0, a.size, a.size] if n_ids == 6 else [a.size, a.size, 0, 0, 6.0]
+            cond = {"text_embeds": torch.randn(2, TEXT_2[a.family]["projection_dim"]),
+                    "time_ids": torch.tensor([tid, tid], dtype=torch.float32)}
+            step = lambda: unet(x, t, ctx, added_cond_kwargs=cond)  # noqa: E731
+            t0 = time.perf_counter()
+            res["unet_step_tflop"] = flops(step)  # also the warm-up
+            res["unet_flop_pass_s"] = time.perf_counter() - t0
+            res["unet_step_s"], res["unet_step_all"] = timed(step, a.reps, warm=False)
+            res["peak_rss_unet_gib"] = rss_gib()
 
 
 def main():
@@ -123,6 +127,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
+    ap.add_argument("--parts", default="text,vae,unet", help="SDXL: which parts to run (comma-separated)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -132,11 +137,11 @@ def main():
         run_sdxl(a, res)
         res["peak_rss_gib"] = rss_gib()
         print(json.dumps(res))
-        print(f"{a.family} {a.size}x{a.size} threads={a.threads}: UNet step (batch 2) {res['unet_step_s']:.2f} s "
-              f"({res['unet_step_tflop']:.2f} TFLOP), VAE decode {res['vae_decode_s']:.2f} s "
-              f"({res['vae_decode_tflop']:.2f} TFLOP), text encode {res['text_encode_s']*1000:.0f} ms, "
-              f"peak RSS text {res['peak_rss_text_gib']:.2f} / +VAE {res['peak_rss_vae_gib']:.2f} / "
-              f"+UNet {res['peak_rss_unet_gib']:.2f} GiB")
+        g = lambda k, m=1: f"{res[k] * m:.2f}" if k in res else "-"  # noqa: E731
+        print(f"{a.family} {a.size}x{a.size} threads={a.threads}: UNet step (batch 2) {g('unet_step_s')} s "
+              f"({g('unet_step_tflop')} TFLOP), VAE decode {g('vae_decode_s')} s ({g('vae_decode_tflop')} TFLOP), "
+              f"text encode {g('text_encode_s', 1000)} ms, peak RSS after text {g('peak_rss_text_gib')} / "
+              f"VAE {g('peak_rss_vae_gib')} / UNet {g('peak_rss_unet_gib')} GiB")
         return
     ucfg, tcfg = FAMILIES[a.family]
     unet = UNet2DConditionModel(**ucfg).eval()
