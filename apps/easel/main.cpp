@@ -143,9 +143,9 @@ int run_generate(GenerateArgs& a) {
   parse_size("--target-size", a.target_size, a.opt.target_width, a.opt.target_height);
   parse_size("--crop", a.crop, a.opt.crop_left, a.opt.crop_top, ',');
   auto pipe = Pipeline::load(a.model, ov);
-  // Measured (BENCHMARKS.md, SDXL 1024x1024 on 24 GiB): a packed f32 copy of a UNet this large is no
-  // faster (67.5 vs 56.0 s/step) and takes the peak RSS to 23 GiB, so a UNet whose f32 copy exceeds a
-  // quarter of RAM runs in low-memory mode unless the user sets --weight-cache-mb.
+  // Measured (BENCHMARKS.md, SDXL 1024x1024 on 24 GiB): a packed f32 copy of a UNet this large is not
+  // clearly faster (59.8-67.5 vs 56.0-65.3 s/step) and takes the peak RSS to 23 GiB, so a UNet whose f32
+  // copy exceeds a quarter of RAM runs in low-memory mode unless the user sets --weight-cache-mb.
   if (!a.low_memory && a.weight_cache_mb < 0) {
     double unet_f32 = 0;
     for (auto& [k, t] : pipe->checkpoint().unet.tensors) unet_f32 += 4.0 * (double)t.numel();
