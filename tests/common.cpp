@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <sstream>
 
@@ -36,6 +37,15 @@ float max_abs(const Tensor& t) {
                                          << bv[wi] << " (max abs diff " << max_diff << ", atol " << atol
                                          << ", rtol " << rtol << ")";
   return ::testing::AssertionSuccess() << "max abs diff " << max_diff;
+}
+
+std::string ts_key(double ts) {
+  char b[64];
+  std::snprintf(b, sizeof b, "t%g", ts);
+  std::string s = b;
+  for (char& ch : s)
+    if (ch == '.') ch = 'p';
+  return s;
 }
 
 Tensor ramp(const Shape& s, float start) {

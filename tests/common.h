@@ -18,6 +18,8 @@ WeightStore load_ref(const std::string& rel);
 float max_abs(const Tensor& t);
 // Asserts same shape and |a-b| <= atol + rtol*|b| elementwise; reports the worst element.
 ::testing::AssertionResult allclose(const Tensor& a, const Tensor& b, float atol, float rtol);
+// The reference dumps' key for a timestep: f"t{ts:g}" with '.' -> 'p' (tools/fixtures/dumps.py).
+std::string ts_key(double ts);
 // Distinct, non-zero values start, start+0.001, ... so that a wrong mapping cannot pass unnoticed.
 Tensor ramp(const Shape& s, float start);
 // The message of the exception f throws ("" when it throws none).

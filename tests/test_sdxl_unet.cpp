@@ -17,6 +17,7 @@
 #include "models/unet.h"
 
 using namespace easel;
+using test::ts_key;
 using test::error_of;
 using test::ramp;
 using test::temp_dir;
@@ -25,15 +26,6 @@ using json = nlohmann::json;
 namespace {
 
 std::string sdxl(const std::string& rel) { return test::fixture("sdxl/" + rel); }
-
-std::string ts_key(double ts) {
-  char b[64];
-  std::snprintf(b, sizeof b, "t%g", ts);
-  std::string s = b;
-  for (char& ch : s)
-    if (ch == '.') ch = 'p';
-  return s;
-}
 
 // As test_unet.cpp: fp32 reductions in a different order through ~40 chained layers.
 constexpr float kAtol = 1e-4f, kRtol = 1e-4f;

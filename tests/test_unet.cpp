@@ -12,19 +12,10 @@
 #include "models/unet.h"
 
 using namespace easel;
+using test::ts_key;
 using json = nlohmann::json;
 
 namespace {
-
-// diffusers' fixture key for a timestep: f"t{ts:g}" with '.' -> 'p'.
-std::string ts_key(double ts) {
-  char b[64];
-  std::snprintf(b, sizeof b, "t%g", ts);
-  std::string s = b;
-  for (char& ch : s)
-    if (ch == '.') ch = 'p';
-  return s;
-}
 
 // Tolerance: the reference is fp32 torch on one thread; we differ only in the order of fp32
 // accumulations (conv/matmul/softmax/norm reductions over up to a few thousand terms, ~1e-7
