@@ -23,6 +23,7 @@ struct Args {
   CLI::Option *low_opt = nullptr, *high_opt = nullptr;
   std::vector<std::string> params;
   uint64_t seed = 0;
+  std::string model, json;
   bool list = false;
 } g_args;
 
@@ -33,6 +34,12 @@ void print_list() {
     std::printf("%-17s %s\n", p.name.c_str(), p.description.c_str());
     std::printf("%-17s A1111 module: %s; %s\n", "", a1111.empty() ? "(none)" : a1111.c_str(),
                 p.uses_resolution ? "uses --res" : "input size (ignores --res)");
+    if (!p.weight_files.empty()) {
+      std::string files;
+      for (auto& f : p.weight_files) files += (files.empty() ? "" : ", ") + f;
+      std::printf("%-17s weights: %s%s\n", "", files.c_str(),
+                  p.weights_origin.empty() ? "" : (" (" + p.weights_origin + ")").c_str());
+    }
     for (auto& q : p.params)
       std::printf("%-17s   %s = %g  [%g, %g]  %s\n", "", q.name.c_str(), q.value, q.min, q.max, q.help.c_str());
   }
@@ -60,6 +67,10 @@ CLI::App* add_preprocess_command(CLI::App& app) {
   c->add_option("--param", a.params, "preprocessor parameter key=value (repeatable)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   c->add_option("--seed", a.seed, "seed (shuffle)")->capture_default_str();
+  c->add_option("--model", a.model,
+                 "neural preprocessors: weight file, or a directory holding the expected files "
+                 "(default: $EASEL_ANNOTATOR_DIR, then models/annotators)");
+  c->add_option("--json", a.json, "pose preprocessors: also write the keypoints as OpenPose JSON");
   c->add_flag("--list", a.list, "list the preprocessors with their parameters, defaults and ranges");
   return c;
 }
@@ -83,8 +94,17 @@ int run_preprocess_command() {
     params[k] = parse_number(k, kv.substr(eq + 1));
   }
   Image in = read_image(a.input, 0);
-  Image out = preprocess(info.name, in, a.res, params, a.seed);
+  PreprocessRun run;
+  run.seed = a.seed;
+  run.model_path = a.model;
+  std::string json;
+  if (!a.json.empty()) run.json_out = &json;
+  Image out = preprocess(info.name, in, a.res, params, run);
   write_png(a.output, out);
+  if (!a.json.empty()) {
+    if (json.empty()) fail("preprocess", info.name + ": --json is only for pose preprocessors");
+    write_text_file(a.json, json);
+  }
   std::fprintf(stderr, "wrote %s (%dx%d, %s)\n", a.output.c_str(), out.width, out.height, info.name.c_str());
   return 0;
 }

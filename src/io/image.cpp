@@ -498,6 +498,11 @@ std::vector<uint8_t> encode_png(const Image& img, const TextChunks& text, const 
 
 void write_png(const std::string& path, const Image& img, const TextChunks& text) {
   std::vector<uint8_t> bytes = encode_png(img, text, path);
+  write_file_atomic(path, bytes.data(), bytes.size());
+}
+
+void write_file_atomic(const std::string& path, const void* data, size_t size) {
+  const uint8_t* bytes = static_cast<const uint8_t*>(data);
   namespace fs = std::filesystem;
   fs::path p(path);
   if (p.filename().empty()) fail("image", path + ": cannot write: not a file name");
@@ -516,8 +521,8 @@ void write_png(const std::string& path, const Image& img, const TextChunks& text
   if (fd < 0) fail("image", path + ": cannot write: " + std::strerror(errno));
   int err = 0;
   size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+  while (done < size) {
+    ssize_t n = ::write(fd, bytes + done, size - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       err = n < 0 ? errno : ENOSPC;

@@ -49,6 +49,11 @@ Image convert_image(const Image& img, int channels);
 // error no file is left behind (and an existing file at `path` is untouched):
 // "[image] out.png: cannot write: No space left on device".
 void write_png(const std::string& path, const Image& img, const TextChunks& text = {});
+// The same for any bytes (JSON, LoRA files): temporary file, fsync, rename; errors name the path.
+void write_file_atomic(const std::string& path, const void* data, size_t size);
+inline void write_text_file(const std::string& path, const std::string& text) {
+  write_file_atomic(path, text.data(), text.size());
+}
 // Encodes to memory (same chunks as write_png).
 std::vector<uint8_t> encode_png(const Image& img, const TextChunks& text = {}, const std::string& name = "png");
 // Text chunks in file order: tEXt (Latin-1 -> UTF-8), zTXt, iTXt (compressed or not).

@@ -77,6 +77,42 @@ Tensor nlc_to_nchw(const Tensor& x, int64_t h, int64_t w);  // [N, H*W, C] -> [N
 // Rows of table for each id.  table [V, C], ids (i64 or i32) [n...] -> [n..., C]
 Tensor embedding(const Tensor& table, const Tensor& ids);
 
+// ---- Vision ops for the preprocessor networks (OpenPose, HED, DPT / Depth Anything, UperNet) ----
+// Each matches the torch.nn.functional op of the same name (f32 activations; weights f32/f16/bf16).
+struct ConvParams {
+  int stride_h = 1, stride_w = 1;
+  int pad_t = 0, pad_l = 0, pad_b = 0, pad_r = 0;  // zero padding
+  int dilation_h = 1, dilation_w = 1;
+  int groups = 1;
+  static ConvParams same(int stride, int pad, int groups = 1, int dilation = 1) {
+    return {stride, stride, pad, pad, pad, pad, dilation, dilation, groups};
+  }
+};
+// General convolution (oneDNN).  x [N, C, H, W], w [O, C/groups, kh, kw], b [O] or undefined -> [N, O, OH, OW]
+Tensor conv2d_ex(const Tensor& x, const Tensor& w, const Tensor& b, const ConvParams& p);
+// torch.nn.ConvTranspose2d (oneDNN deconvolution).  x [N, C, H, W], w [C, O, kh, kw] (PyTorch layout), b [O]
+// -> [N, O, (H-1)*stride - 2*pad + kh + output_padding, (W-1)*stride - 2*pad + kw + output_padding]
+Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad,
+                        int output_padding = 0);
+// F.max_pool2d (implicit -inf padding, PyTorch's ceil_mode rule).  x [N, C, H, W]
+Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad = 0, bool ceil_mode = false);
+// F.adaptive_avg_pool2d.  x [N, C, H, W] -> [N, C, oh, ow]
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t oh, int64_t ow);
+// F.interpolate(mode="bilinear" / "bicubic" (A = -0.75, border-clamped taps)) to [N, C, oh, ow].
+// scale_h/scale_w > 0: the scale_factor given to PyTorch (used for the coordinate map when
+// align_corners is false, as PyTorch does when called with scale_factor); 0 = in/out size ratio.
+Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, bool align_corners, double scale_h = 0,
+                            double scale_w = 0);
+Tensor interpolate_bicubic(const Tensor& x, int64_t oh, int64_t ow, bool align_corners, double scale_h = 0,
+                           double scale_w = 0);
+// Inference batch norm per channel: (x - mean) / sqrt(var + eps) * gamma + beta.  x [N, C, ...]
+Tensor batch_norm(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma, const Tensor& beta,
+                  float eps);
+Tensor relu(const Tensor& x);
+void relu_(Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor mul(const Tensor& a, const Tensor& b);  // elementwise, same numel
+
 // Reference kernels (OpenBLAS sgemm + plain loops, f32 math whatever compute_dtype is).
 // Slow but simple: the fast paths above are tested against them (tests/test_ops.cpp).
 namespace ref {

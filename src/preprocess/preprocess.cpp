@@ -5,28 +5,26 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <sstream>
 
 #include <opencv2/core.hpp>
 
 #include "core/error.h"
-#include "preprocess/classical.h"
+#include "preprocess/registry.h"
 
 namespace easel {
 
 namespace {
 
-using Fn = std::function<cv::Mat(const cv::Mat&, int, const pp::Params&, uint64_t)>;
-
-struct Entry {
-  PreprocessorInfo info;
-  Fn fn;
-};
+using pp::Entry;
+using pp::Fn;
 
 template <class F>
 Fn wrap(F f) {
-  return [f](const cv::Mat& m, int res, const pp::Params& p, uint64_t) { return f(m, res, p); };
+  return [f](const cv::Mat& m, int res, const pp::Params& p, const PreprocessRun&) { return f(m, res, p); };
 }
 
 const std::vector<Entry>& registry() {
@@ -75,9 +73,15 @@ const std::vector<Entry>& registry() {
         wrap(pp::lineart_standard_aux));
     add({"shuffle", {"shuffle"}, "content shuffle: the image warped by seeded smooth random flow",
          {{"f", 256, 1, 1024, "noise cell size in pixels"}}},
-        [](const cv::Mat& m, int res, const pp::Params& p, uint64_t seed) { return pp::shuffle(m, res, p, seed); });
+        [](const cv::Mat& m, int res, const pp::Params& p, const PreprocessRun& run) {
+          return pp::shuffle(m, res, p, run.seed);
+        });
     add({"color", {"t2ia_color_grid"}, "colour grid: 64x64-pixel cells of the average colour (T2I-Adapter color)", {}},
         wrap(pp::color));
+    pp::add_openpose(v);
+    pp::add_depth(v);
+    pp::add_segmentation(v);
+    pp::add_hed(v);
     return v;
   }();
   return r;
@@ -137,6 +141,36 @@ Image to_image(const cv::Mat& m) {
 
 }  // namespace
 
+std::string pp::find_weights(const PreprocessorInfo& who, const std::string& file, const PreprocessRun& run) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  if (!run.model_path.empty()) {
+    const fs::path mp(run.model_path);
+    if (fs::is_regular_file(mp, ec)) {
+      if (mp.filename() == file || who.weight_files.size() <= 1) return run.model_path;
+      dirs.push_back(mp.parent_path().empty() ? "." : mp.parent_path().string());  // siblings (hand/face next to body)
+    } else if (fs::is_directory(mp, ec)) {
+      dirs.push_back(run.model_path);
+    } else {
+      fail("preprocess", who.name + ": weight path '" + run.model_path + "' does not exist (expected " + file +
+                             " or a directory holding it)");
+    }
+  } else {
+    if (const char* env = std::getenv("EASEL_ANNOTATOR_DIR"); env && *env) dirs.push_back(env);
+    dirs.push_back("models/annotators");
+  }
+  std::string searched;
+  for (auto& d : dirs) {
+    const fs::path f = fs::path(d) / file;
+    if (fs::is_regular_file(f, ec)) return f.string();
+    searched += (searched.empty() ? "" : ", ") + d;
+  }
+  fail("preprocess", who.name + ": weight file " + file + " not found (searched: " + searched + ")" +
+                         (who.weights_origin.empty() ? "" : "; the original is " + who.weights_origin) +
+                         ". Pass it with --model FILE or a directory, or set EASEL_ANNOTATOR_DIR");
+}
+
 const std::vector<PreprocessorInfo>& preprocessors() {
   static const std::vector<PreprocessorInfo> v = [] {
     std::vector<PreprocessorInfo> out;
@@ -149,7 +183,7 @@ const std::vector<PreprocessorInfo>& preprocessors() {
 const PreprocessorInfo& find_preprocessor(const std::string& name) { return find_entry(name).info; }
 
 Image preprocess(const std::string& name, const Image& in, int processor_res,
-                 const std::map<std::string, double>& params, uint64_t seed) {
+                 const std::map<std::string, double>& params, const PreprocessRun& run) {
   const Entry& e = find_entry(name);
   const std::string& nm = e.info.name;
   // Parameters: known names, finite, in range; defaults for the rest.
@@ -197,7 +231,7 @@ Image preprocess(const std::string& name, const Image& in, int processor_res,
                              "-pixel budget; lower the resolution or crop the image");
   }
   try {
-    cv::Mat out = e.fn(hwc3(in), processor_res, p, seed);
+    cv::Mat out = e.fn(hwc3(in), processor_res, p, run);
     if (!out.isContinuous()) out = out.clone();
     return to_image(out);
   } catch (const cv::Exception& ex) {

@@ -31,6 +31,19 @@ struct PreprocessorInfo {
   std::string description;
   std::vector<PreprocessParam> params;
   bool uses_resolution = true;  // false: works at the input size (A1111 hides the slider)
+  // Neural preprocessors: the weight files they load (the reference's file names, e.g.
+  // "body_pose_model.pth") and where the originals are published. Empty for classical ones.
+  std::vector<std::string> weight_files;
+  std::string weights_origin;
+};
+
+// Per-run inputs beyond the image and parameters.
+struct PreprocessRun {
+  uint64_t seed = 0;       // `shuffle`: numpy's np.random.seed(seed) stream
+  // Neural preprocessors: a weight file, or a directory holding PreprocessorInfo::weight_files.
+  // Empty: $EASEL_ANNOTATOR_DIR, then ./models/annotators.
+  std::string model_path;
+  std::string* json_out = nullptr;  // pose preprocessors: OpenPose-format keypoint JSON when set
 };
 
 // Every preprocessor, in listing order.
@@ -51,6 +64,12 @@ constexpr int64_t kMaxProcessPixels = int64_t(16) << 20;
 // Returns a 3-channel RGB guide. Errors (easel::Error) name the preprocessor and the bad key,
 // listing the valid ones: "[preprocess] canny: unknown parameter 'lo' (valid: low, high)".
 Image preprocess(const std::string& name, const Image& in, int processor_res,
-                 const std::map<std::string, double>& params, uint64_t seed = 0);
+                 const std::map<std::string, double>& params, const PreprocessRun& run);
+inline Image preprocess(const std::string& name, const Image& in, int processor_res,
+                        const std::map<std::string, double>& params, uint64_t seed = 0) {
+  PreprocessRun run;
+  run.seed = seed;
+  return preprocess(name, in, processor_res, params, run);
+}
 
 }  // namespace easel
