@@ -329,30 +329,49 @@ Tensor bmm(const Tensor& a, const Tensor& b, bool trans_b) {
   return c;
 }
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b_, int stride, int pad) {
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad) {
+  return conv2d_ex(x, w, b, ConvParams::same(stride, pad));
+}
+
+Tensor conv2d_ex(const Tensor& x, const Tensor& w, const Tensor& b_, const ConvParams& cp) {
   cpu::check_f32(x, "conv2d");
-  if (x.dim() != 4 || w.dim() != 4 || x.size(1) != w.size(1))
-    fail("conv2d", "input " + x.str() + " does not match weight " + w.str());
+  const int64_t G = cp.groups;
+  if (x.dim() != 4 || w.dim() != 4 || G < 1 || x.size(1) != w.size(1) * G || w.size(0) % G != 0)
+    fail("conv2d", "input " + x.str() + " does not match weight " + w.str() +
+                       (G > 1 ? " (groups " + std::to_string(G) + ")" : ""));
+  if (cp.stride_h < 1 || cp.stride_w < 1 || cp.dilation_h < 1 || cp.dilation_w < 1 || cp.pad_t < 0 || cp.pad_b < 0 ||
+      cp.pad_l < 0 || cp.pad_r < 0)
+    fail("conv2d", "bad stride/dilation/padding for " + w.str());
   int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   int64_t O = w.size(0), kh = w.size(2), kw = w.size(3);
-  int64_t OH = (H + 2 * pad - kh) / stride + 1, OW = (W + 2 * pad - kw) / stride + 1;
-  if (OH <= 0 || OW <= 0) fail("conv2d", "input " + x.str() + " too small for weight " + w.str());
+  const int64_t ekh = (kh - 1) * cp.dilation_h + 1, ekw = (kw - 1) * cp.dilation_w + 1;
+  int64_t OH = (H + cp.pad_t + cp.pad_b - ekh) / cp.stride_h + 1, OW = (W + cp.pad_l + cp.pad_r - ekw) / cp.stride_w + 1;
+  if (H + cp.pad_t + cp.pad_b < ekh || W + cp.pad_l + cp.pad_r < ekw || OH <= 0 || OW <= 0)
+    fail("conv2d", "input " + x.str() + " too small for weight " + w.str());
   Tensor y = Tensor::empty({N, O, OH, OW});
   if (y.numel() == 0) return y;
   bool bf = bf16_mode(), has_b = b_.defined();
   dt cdt = bf ? dt::bf16 : dt::f32;
+  const bool plain = G == 1 && cp.dilation_h == 1 && cp.dilation_w == 1 && cp.stride_h == cp.stride_w &&
+                     cp.pad_t == cp.pad_b && cp.pad_t == cp.pad_l && cp.pad_t == cp.pad_r;
+  const memory::dims wdims = G == 1 ? memory::dims{O, C, kh, kw} : memory::dims{G, O / G, C / G, kh, kw};
   try {
-    std::string key = std::string(g_winograd ? "convw|" : "conv|") + dims_str(x.shape()) + "|" + dims_str(w.shape()) + "|" + std::to_string(stride) +
-                      "," + std::to_string(pad) + (has_b ? "|b" : "") + (bf ? "|bf16" : "|f32");
+    std::string key = std::string(g_winograd && plain ? "convw|" : "conv|") + dims_str(x.shape()) + "|" +
+                      dims_str(w.shape()) + "|" + std::to_string(cp.stride_h) + "," + std::to_string(cp.pad_t);
+    if (!plain)
+      for (int v : {cp.stride_w, cp.pad_l, cp.pad_b, cp.pad_r, cp.dilation_h, cp.dilation_w, cp.groups})
+        key += "," + std::to_string(v);
+    key += std::string(has_b ? "|b" : "") + (bf ? "|bf16" : "|f32");
     auto p = cached_prim(key, [&] {
-      memory::desc src({N, C, H, W}, cdt, tag::any), wei({O, C, kh, kw}, cdt, tag::any);
+      memory::desc src({N, C, H, W}, cdt, tag::any), wei(wdims, cdt, tag::any);
       memory::desc dst({N, O, OH, OW}, dt::f32, tag::any);
       memory::desc bias = has_b ? memory::desc({O}, dt::f32, tag::x) : memory::desc();
       // Winograd for f32 3x3/stride-1 convs (oneDNN F(2x2,3x3) on AVX-512): fewer multiplies, larger packed weights.
-      algorithm alg = g_winograd && kh == 3 && kw == 3 && stride == 1 && !bf ? algorithm::convolution_winograd
-                                                                            : algorithm::convolution_direct;
-      convolution_forward::desc d(prop_kind::forward_inference, alg, src, wei, bias, dst,
-                                  {stride, stride}, {pad, pad}, {pad, pad});
+      algorithm alg = g_winograd && plain && kh == 3 && kw == 3 && cp.stride_h == 1 && !bf
+                          ? algorithm::convolution_winograd
+                          : algorithm::convolution_direct;
+      convolution_forward::desc d(prop_kind::forward_inference, alg, src, wei, bias, dst, {cp.stride_h, cp.stride_w},
+                                  {cp.dilation_h - 1, cp.dilation_w - 1}, {cp.pad_t, cp.pad_l}, {cp.pad_b, cp.pad_r});
       convolution_forward::primitive_desc pd(d, eng());
       return Prim{convolution_forward(pd), pd.src_desc(), pd.weights_desc(), pd.dst_desc()};
     });
@@ -363,7 +382,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b_, int stride, in
       src = memory(p->src, eng());
       reorder(xs, src).execute(strm(), xs, src);
     }
-    memory wei = packed_weight(w, {O, C, kh, kw}, tag::oihw, p->wei);
+    memory wei = packed_weight(w, wdims, G == 1 ? tag::oihw : tag::goihw, p->wei);
     memory ym(user_dst, eng(), y.raw());
     memory dst = p->dst == user_dst ? ym : memory(p->dst, eng());
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
@@ -377,6 +396,57 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b_, int stride, in
     strm().wait();
   } catch (const dnnl::error& e) {
     dnnl_fail("conv2d", e, x.str() + " * " + w.str());
+  }
+  return y;
+}
+
+Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b_, int stride, int pad, int output_padding) {
+  cpu::check_f32(x, "conv_transpose2d");
+  if (x.dim() != 4 || w.dim() != 4 || x.size(1) != w.size(0))
+    fail("conv_transpose2d", "input " + x.str() + " does not match weight " + w.str());
+  if (stride < 1 || pad < 0 || output_padding < 0 || output_padding >= stride)
+    fail("conv_transpose2d", "bad stride/padding for " + w.str());
+  int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  int64_t O = w.size(1), kh = w.size(2), kw = w.size(3);
+  int64_t OH = (H - 1) * stride - 2 * pad + kh + output_padding, OW = (W - 1) * stride - 2 * pad + kw + output_padding;
+  if (OH <= 0 || OW <= 0) fail("conv_transpose2d", "input " + x.str() + " too small for weight " + w.str());
+  Tensor y = Tensor::empty({N, O, OH, OW});
+  if (y.numel() == 0) return y;
+  bool has_b = b_.defined();
+  try {
+    std::string key = "deconv|" + dims_str(x.shape()) + "|" + dims_str(w.shape()) + "|" + std::to_string(stride) +
+                      "," + std::to_string(pad) + "," + std::to_string(output_padding) + (has_b ? "|b" : "");
+    auto p = cached_prim(key, [&] {
+      memory::desc src({N, C, H, W}, dt::f32, tag::any), wei({O, C, kh, kw}, dt::f32, tag::any);
+      memory::desc dst({N, O, OH, OW}, dt::f32, tag::any);
+      memory::desc bias = has_b ? memory::desc({O}, dt::f32, tag::x) : memory::desc();
+      deconvolution_forward::desc d(prop_kind::forward_inference, algorithm::deconvolution_direct, src, wei, bias, dst,
+                                    {stride, stride}, {pad, pad}, {pad - output_padding, pad - output_padding});
+      deconvolution_forward::primitive_desc pd(d, eng());
+      return Prim{deconvolution_forward(pd), pd.src_desc(), pd.weights_desc(), pd.dst_desc()};
+    });
+    memory::desc user_src({N, C, H, W}, dt::f32, tag::nchw), user_dst({N, O, OH, OW}, dt::f32, tag::nchw);
+    memory xs(user_src, eng(), const_cast<void*>(x.raw()));
+    memory src = xs;
+    if (p->src != user_src) {
+      src = memory(p->src, eng());
+      reorder(xs, src).execute(strm(), xs, src);
+    }
+    // PyTorch stores ConvTranspose2d weights as [in, out, kh, kw]: oneDNN's (O, I) dims in iohw order.
+    memory wei = packed_weight(w, {O, C, kh, kw}, tag::iohw, p->wei);
+    memory ym(user_dst, eng(), y.raw());
+    memory dst = p->dst == user_dst ? ym : memory(p->dst, eng());
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+    Tensor b;
+    if (has_b) {
+      b = bias_f32(b_);
+      args[DNNL_ARG_BIAS] = memory({{O}, dt::f32, tag::x}, eng(), const_cast<void*>(b.raw()));
+    }
+    p->prim.execute(strm(), args);
+    if (p->dst != user_dst) reorder(dst, ym).execute(strm(), dst, ym);
+    strm().wait();
+  } catch (const dnnl::error& e) {
+    dnnl_fail("conv_transpose2d", e, x.str() + " * " + w.str());
   }
   return y;
 }
