@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "lora/lora_apply.h"
+#include "lora/lora_bypass.h"
 #include "pipeline/pipeline.h"
 
 using namespace easel;
@@ -48,13 +49,16 @@ std::vector<lora::LoraSpec> specs(const Pipeline& p, const std::vector<L>& ls) {
   return out;
 }
 
-class LoraParity : public ::testing::TestWithParam<Case> {};
+using Mode = Pipeline::LoraApply;
+class LoraParity : public ::testing::TestWithParam<std::tuple<Case, Mode>> {};
 
 TEST_P(LoraParity, MatchesDiffusers) {
-  const Case& c = GetParam();
+  const Case& c = std::get<0>(GetParam());
+  const Mode mode = std::get<1>(GetParam());
   WeightStore ref = test::load_ref("lora/" + c.ref + ".safetensors");
   auto pipe = Pipeline::load(test::fixture(c.model));
-  pipe->set_loras(specs(*pipe, c.loras));
+  pipe->set_loras(specs(*pipe, c.loras), mode);
+  ASSERT_EQ(pipe->lora_mode(), mode);
   GenerateOptions o = options(c.sdxl);
   std::vector<Tensor> steps;
   o.on_latents = [&](int, const Tensor& x) { steps.push_back(x.clone()); };
@@ -74,7 +78,8 @@ TEST_P(LoraParity, MatchesDiffusers) {
   {
     std::vector<float> a = r.latents.to_vector(), b = ref.get("final_latents").to_vector();
     for (size_t i = 0; i < a.size(); i++) worst = std::max(worst, std::abs(a[i] - b[i]));
-    std::printf("%s: final latents max abs err %.3g\n", c.name.c_str(), worst);
+    std::printf("%s (%s): final latents max abs err %.3g\n", c.name.c_str(), mode == Mode::Merge ? "merge" : "bypass",
+                worst);
   }
   // The LoRA must matter: the no-LoRA reference differs by orders of magnitude more.
   WeightStore plain = test::load_ref(std::string(c.sdxl ? "sdxl" : "sd1") + "/ref_pipe_euler.safetensors");
@@ -89,8 +94,11 @@ const Case kCases[] = {
      {{"sd1_kohya.safetensors", 0.8f, 0.3f}, {"sd1_peft.safetensors", -0.5f, 1.0f}}},
     {"sdxl_kohya_0_8", "sdxl/diffusers", "ref_sdxl_pipe_kohya_0.8", {{"sdxl_kohya.safetensors", 0.8f, 0.8f}}, true},
 };
-INSTANTIATE_TEST_SUITE_P(Tiny, LoraParity, ::testing::ValuesIn(kCases),
-                         [](const ::testing::TestParamInfo<Case>& i) { return i.param.name; });
+INSTANTIATE_TEST_SUITE_P(Tiny, LoraParity, ::testing::Combine(::testing::ValuesIn(kCases),
+                                                               ::testing::Values(Mode::Merge, Mode::Bypass)),
+                         [](const ::testing::TestParamInfo<std::tuple<Case, Mode>>& i) {
+                           return std::get<0>(i.param).name + (std::get<1>(i.param) == Mode::Merge ? "_merge" : "_bypass");
+                         });
 
 // Bytes of every tensor of the stores LoRAs touch.
 std::map<std::string, std::vector<char>> snapshot(const Checkpoint& ck) {
@@ -248,3 +256,58 @@ TEST(LoraMerge, ParseArg) {
 }
 
 }  // namespace
+
+// Bypass mode for every file kind: the UNet's (and text encoder's) outputs equal those of the merged
+// model (merge is checked against the references above), the weights stay untouched, and removing the
+// LoRAs restores the plain outputs exactly.
+TEST(LoraBypass, EveryKindMatchesMerge) {
+  auto pipe = Pipeline::load(test::fixture("sd1/diffusers"));
+  const auto before = snapshot(pipe->checkpoint());
+  GenerateOptions o = options(false);
+  o.steps = 2;
+  GenerateResult plain = pipe->generate(o);
+  const char* files[] = {"sd1_kohya", "sd1_peft",  "sd1_diffusers_old", "sd1_locon", "sd1_loha",
+                         "sd1_lokr",  "sd1_dora",  "sd1_peft_dora",     "sd1_full",  "sd1_kohya_scale"};
+  for (const char* f : files) {
+    auto s = specs(*pipe, {{(std::string(f) + ".safetensors").c_str(), 0.7f, -0.5f}});
+    pipe->set_loras(s, Mode::Merge);
+    GenerateResult merged = pipe->generate(o);
+    pipe->set_loras(s, Mode::Bypass);
+    EXPECT_TRUE(snapshot(pipe->checkpoint()) == before) << f << ": bypass must not touch the weights";
+    GenerateResult bypass = pipe->generate(o);
+    // Same math, different rounding order (W x + B(A x) vs (W + BA) x): fp32-level differences.
+    EXPECT_TRUE(test::allclose(bypass.latents, merged.latents, 2e-4f, 1e-4f)) << f;
+    EXPECT_FALSE(test::allclose(bypass.latents, plain.latents, 1e-3f, 0)) << f << ": the LoRA must matter";
+    pipe->set_loras({}, Mode::Bypass);
+    GenerateResult back = pipe->generate(o);
+    EXPECT_EQ(0, std::memcmp(back.latents.raw(), plain.latents.raw(), plain.latents.nbytes())) << f;
+  }
+}
+
+TEST(LoraBypass, FailingLoraKeepsPreviousBypass) {
+  auto pipe = Pipeline::load(test::fixture("sd1/diffusers"));
+  pipe->set_loras(specs(*pipe, {{"sd1_peft.safetensors", -0.5f, -0.5f}}), Mode::Bypass);
+  GenerateResult r0 = pipe->generate(options(false));
+  auto s = specs(*pipe, {{"sd1_loha.safetensors", 0.8f, 0.8f}});  // dense path: merged_weights checks deltas
+  lora::Module& m = s[0].file.modules.back();
+  ASSERT_TRUE(m.t.count("hada_w1_a"));
+  m.t["hada_w1_a"] = m.t["hada_w1_a"].clone();  // f32 factors may borrow the (read-only) file mapping
+  m.t["hada_w1_a"].f32()[0] = NAN;
+  EXPECT_ERROR(pipe->set_loras(s, Mode::Bypass), "non-finite");
+  GenerateResult r1 = pipe->generate(options(false));
+  EXPECT_EQ(0, std::memcmp(r0.latents.raw(), r1.latents.raw(), r0.latents.nbytes()));
+  EXPECT_EQ(pipe->lora_mode(), Mode::Bypass);
+}
+
+TEST(LoraBypass, AutoMergesSmallAndSwitchesModes) {
+  auto pipe = Pipeline::load(test::fixture("sd1/diffusers"));
+  const auto before = snapshot(pipe->checkpoint());
+  auto s = specs(*pipe, {{"sd1_kohya.safetensors", 0.8f, 0.8f}});
+  pipe->set_loras(s);  // tiny model: the f32 copies are far below the threshold
+  EXPECT_EQ(pipe->lora_mode(), Mode::Merge);
+  EXPECT_FALSE(snapshot(pipe->checkpoint()) == before);
+  pipe->set_loras(s, Mode::Bypass);  // switching unmerges
+  EXPECT_TRUE(snapshot(pipe->checkpoint()) == before);
+  pipe->set_loras({});
+  EXPECT_EQ(pipe->lora_mode(), Mode::Auto);
+}

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <utility>
 
 #include <openssl/evp.h>
 
@@ -14,14 +15,16 @@
 
 namespace easel::lora {
 
-namespace {
-WeightStore& store_of(Checkpoint& ck, Target t) {
+const WeightStore& store_of(const Checkpoint& ck, Target t) {
   switch (t) {
     case Target::UNet: return ck.unet;
     case Target::TextEncoder: return ck.text_encoder;
     default: return ck.text_encoder_2;
   }
 }
+WeightStore& store_of(Checkpoint& ck, Target t) { return const_cast<WeightStore&>(store_of(std::as_const(ck), t)); }
+
+namespace {
 
 Tensor to_f32_copy(const Tensor& t) { return t.dtype() == DType::F32 ? t.clone() : t.to(DType::F32); }
 
@@ -119,16 +122,13 @@ std::string summary(const LoraSpec& s) {
   return out;
 }
 
-void Merger::merge(Checkpoint& ck, const std::vector<LoraSpec>& specs) {
-  // The weight before any merge: orig_ while LoRAs are merged, else the store's.
-  auto original = [&](const std::pair<int, std::string>& id) -> const Tensor& {
-    auto o = orig_.find(id);
-    return o != orig_.end() ? o->second : store_of(ck, (Target)id.first).get(id.second);
-  };
-  // Phase 1: compute every merged tensor from the originals (nothing in ck changes).
-  std::map<std::pair<int, std::string>, Tensor> merged;  // key -> W'
+std::map<WeightId, Tensor> merged_weights(const Checkpoint& ck, const std::vector<LoraSpec>& specs,
+                                          const std::function<const Tensor&(const WeightId&)>& original,
+                                          const std::function<bool(const Module&)>& want) {
+  std::map<WeightId, Tensor> merged;  // key -> W'
   for (const LoraSpec& spec : specs) {
     for (const Module& m : spec.file.modules) {
+      if (want && !want(m)) continue;
       float s = m.target == Target::UNet ? spec.unet_strength : spec.te_strength;
       const WeightStore& st = store_of(ck, m.target);
       for (const char* suffix : {".weight", ".bias"}) {
@@ -157,6 +157,17 @@ void Merger::merge(Checkpoint& ck, const std::vector<LoraSpec>& specs) {
       }
     }
   }
+  return merged;
+}
+
+void Merger::merge(Checkpoint& ck, const std::vector<LoraSpec>& specs) {
+  // The weight before any merge: orig_ while LoRAs are merged, else the store's.
+  auto original = [&](const WeightId& id) -> const Tensor& {
+    auto o = orig_.find(id);
+    return o != orig_.end() ? o->second : store_of(ck, (Target)id.first).get(id.second);
+  };
+  // Phase 1: compute every merged tensor from the originals (nothing in ck changes).
+  std::map<WeightId, Tensor> merged = merged_weights(ck, specs, original);
   // Phase 2: restore, then swap in (no throwing operations beyond allocation of map nodes).
   unmerge(ck);
   for (auto& [id, w] : merged) {

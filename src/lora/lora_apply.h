@@ -5,6 +5,7 @@
 // Works on a Checkpoint's WeightStores; the caller re-loads its modules from them (Pipeline does).
 //   https://github.com/AUTOMATIC1111/stable-diffusion-webui/blob/master/extensions-builtin/Lora/networks.py
 #pragma once
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -32,6 +33,17 @@ std::string lora_short_hash(const std::string& path);
 // One line per LoRA: "lora NAME (unet S, te S): applied N of M keys; not applied: k1 (why), ..."
 std::string summary(const LoraSpec& s);
 
+const WeightStore& store_of(const Checkpoint& ck, Target t);
+WeightStore& store_of(Checkpoint& ck, Target t);
+
+// (target, weight key) -> the merged weight W' = W + Σ s·ΔW (f32) for every weight the specs change,
+// computed from original(id) (DoRA: on the running W'); only modules for which want(m) holds (all
+// when want is empty). Throws (naming the file and key) on shape mismatches and non-finite deltas.
+using WeightId = std::pair<int, std::string>;
+std::map<WeightId, Tensor> merged_weights(const Checkpoint& ck, const std::vector<LoraSpec>& specs,
+                                          const std::function<const Tensor&(const WeightId&)>& original,
+                                          const std::function<bool(const Module&)>& want = {});
+
 class Merger {
  public:
   // Merges every spec into ck's stores (UNet, text encoders), replacing LoRAs merged before. All
@@ -44,7 +56,7 @@ class Merger {
 
  private:
   // (target, weight key) -> the store's tensor before merging
-  std::map<std::pair<int, std::string>, Tensor> orig_;
+  std::map<WeightId, Tensor> orig_;
 };
 
 }  // namespace easel::lora

@@ -1,6 +1,7 @@
 // Leaf modules shared by every model. Members are named after their checkpoint keys
 // ("weight", "bias"); load() takes the module's key prefix and checks shapes.
 #pragma once
+#include <memory>
 #include <string>
 
 #include "io/weights.h"
@@ -12,6 +13,19 @@ inline std::string join(const std::string& prefix, const std::string& name) {
   return prefix.empty() ? name : prefix + "." + name;
 }
 
+// Run-time additions beside a layer (LoRA bypass mode, lora/lora_bypass.h): y += f(x), registered for
+// a weight tensor (by its data address; the registrant keeps the tensor alive) and applied by Linear
+// and Conv2d on every call. Register between generations, not while a model runs.
+class Bypass {
+ public:
+  virtual ~Bypass() = default;
+  // x: the layer's input, y: its output (stride/pad: the Conv2d's; 0 for Linear).
+  virtual void add(const Tensor& x, Tensor& y, int stride, int pad) const = 0;
+};
+void set_bypass(const Tensor& weight, std::shared_ptr<const Bypass> b);  // null removes
+const Bypass* find_bypass(const Tensor& weight);                         // null when none (fast when empty)
+size_t bypass_count();
+
 struct Linear {
   Tensor weight;  // [out, in]
   Tensor bias;    // [out] or undefined
@@ -21,7 +35,11 @@ struct Linear {
   }
   int64_t in() const { return weight.size(1); }
   int64_t out() const { return weight.size(0); }
-  Tensor operator()(const Tensor& x) const { return ops::linear(x, weight, bias); }
+  Tensor operator()(const Tensor& x) const {
+    Tensor y = ops::linear(x, weight, bias);
+    if (const Bypass* b = find_bypass(weight)) b->add(x, y, 0, 0);
+    return y;
+  }
 };
 
 struct Conv2d {
@@ -35,7 +53,11 @@ struct Conv2d {
     stride = stride_;
     pad = pad_ < 0 ? k / 2 : pad_;
   }
-  Tensor operator()(const Tensor& x) const { return ops::conv2d(x, weight, bias, stride, pad); }
+  Tensor operator()(const Tensor& x) const {
+    Tensor y = ops::conv2d(x, weight, bias, stride, pad);
+    if (const Bypass* b = find_bypass(weight)) b->add(x, y, stride, pad);
+    return y;
+  }
 };
 
 struct GroupNorm {

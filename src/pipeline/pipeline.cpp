@@ -5,9 +5,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 
 #include "io/safetensors.h"
 #include "lora/lora_apply.h"
+#include "lora/lora_bypass.h"
 #include "models/clip.h"
 #include "models/conditioner.h"
 #include "models/conditioner_sdxl.h"
@@ -67,7 +69,10 @@ struct Pipeline::Impl {
   CLIPTextModel text_2;  // SDXL OpenCLIP bigG
   UNet2DConditionModel unet;
   AutoencoderKL vae;
-  lora::Merger merger;  // set_loras()
+  lora::Merger merger;      // set_loras(), merge mode
+  lora::Bypasser bypasser;  // set_loras(), bypass mode
+  Pipeline::LoraApply lora_mode = Pipeline::LoraApply::Auto;
+  std::vector<lora::LoraSpec> loras;  // as set
   void load_text_unet();  // (re)loads the text encoders and the UNet from ckpt's stores
 
   // UNet conditioning for one model: the batch is [uncond, cond] with guidance, else [cond].
@@ -79,7 +84,8 @@ struct Pipeline::Impl {
   Cond encode(const GenerateOptions& o, bool cfg_on, int W, int H) const;
   // Runs step indices [begin, end) of `s` from `latents`; `done` counts steps for on_step.
   Tensor denoise(Tensor latents, Scheduler& s, size_t begin, size_t end, const Cond& c, const GenerateOptions& o,
-                 bool cfg_on, Rng& rng, int& done, int total, PhaseTimer& timer) const;
+                 bool cfg_on, Rng& rng, int& done, int total, PhaseTimer& timer,
+                 ControlRunner* control = nullptr) const;
   Tensor encode_image(const Tensor& x, bool tiled) const;  // [1, 3, H, W] -> moments [1, 8, h, w]
   Tensor decode_latents(const Tensor& latents, bool tiled) const;  // [1, 4, h, w] -> [1, 3, H, W] in [0, 1]
 };
@@ -122,17 +128,47 @@ void Pipeline::Impl::load_text_unet() {
 
 const Checkpoint& Pipeline::checkpoint() const { return impl_->ckpt; }
 
-void Pipeline::set_loras(const std::vector<lora::LoraSpec>& loras) {
+void Pipeline::set_loras(const std::vector<lora::LoraSpec>& loras, LoraApply mode) {
   Impl& m = *impl_;
-  m.merger.merge(m.ckpt, loras);  // throws before changing anything
-  try {
-    m.load_text_unet();
-  } catch (...) {
-    m.merger.unmerge(m.ckpt);
-    m.load_text_unet();
-    throw;
+  if (mode == LoraApply::Auto) {  // bytes of the f32 copies merging would make
+    size_t bytes = 0;
+    std::set<std::pair<int, std::string>> seen;
+    for (const auto& spec : loras)
+      for (const auto& mod : spec.file.modules)
+        if (seen.insert({(int)mod.target, mod.module}).second) bytes += (size_t)shape_numel(mod.shape) * 4;
+    mode = bytes <= kLoraMergeAutoBytes ? LoraApply::Merge : LoraApply::Bypass;
   }
+  if (loras.empty()) mode = LoraApply::Auto;
+  if (mode == LoraApply::Bypass) {
+    if (m.merger.merged()) {  // the bypass is keyed by the original weights: unmerge first
+      m.merger.unmerge(m.ckpt);
+      m.load_text_unet();
+      try {
+        m.bypasser.apply(m.ckpt, loras);
+      } catch (...) {  // back to the merged state (it merged before, so it merges again)
+        m.merger.merge(m.ckpt, m.loras);
+        m.load_text_unet();
+        throw;
+      }
+    } else {
+      m.bypasser.apply(m.ckpt, loras);  // throws before changing anything
+    }
+  } else {
+    m.merger.merge(m.ckpt, loras);  // throws before changing anything
+    m.bypasser.remove();
+    try {
+      m.load_text_unet();
+    } catch (...) {
+      m.merger.unmerge(m.ckpt);
+      m.load_text_unet();
+      throw;
+    }
+  }
+  m.lora_mode = mode;
+  m.loras = loras;
 }
+
+Pipeline::LoraApply Pipeline::lora_mode() const { return impl_->lora_mode; }
 
 int Pipeline::width_for(const GenerateOptions& o) const {
   const ModelConfig& c = impl_->ckpt.config;
@@ -169,6 +205,9 @@ void Pipeline::validate(const GenerateOptions& o) const {
     if (v < 0 || v > 65536) fail("generate", "SDXL size/crop conditioning must be in [0, 65536]");
   if (!std::isfinite(o.aesthetic_score) || !std::isfinite(o.negative_aesthetic_score))
     fail("generate", "aesthetic scores must be finite");
+  for (const ControlUnit& u : o.control) validate_unit(u, cfg);
+  if (!o.control.empty() && o.refiner)
+    fail("generate", "ControlNet/adapter units with a refiner are not supported (the refiner's UNet differs)");
   if (o.refiner) {
     const ModelConfig& rc = o.refiner->config();
     if (!cfg.is_sdxl())
@@ -241,7 +280,7 @@ Pipeline::Impl::Cond Pipeline::Impl::encode(const GenerateOptions& o, bool cfg_o
 
 Tensor Pipeline::Impl::denoise(Tensor latents, Scheduler& s, size_t begin, size_t end, const Cond& c,
                                const GenerateOptions& o, bool cfg_on, Rng& rng, int& done, int total,
-                               PhaseTimer& timer) const {
+                               PhaseTimer& timer, ControlRunner* control) const {
   const auto& ts = s.timesteps();
   UNetExtras ex;
   if (c.text_embeds.defined()) ex.text_embeds = &c.text_embeds, ex.time_ids = &c.time_ids;
@@ -249,6 +288,10 @@ Tensor Pipeline::Impl::denoise(Tensor latents, Scheduler& s, size_t begin, size_
     Tensor model_in = s.scale_model_input(latents, i);
     Tensor batch = cfg_on ? ops::concat({model_in, model_in}, 0) : model_in;
     std::vector<float> t(batch.size(0), ts[i]);
+    if (control) {  // ControlNet residuals / adapter features for this step (diffusers' controlnet_keep window)
+      control->step(i - begin, end - begin, model_in, ts[i], c.context, ex.text_embeds, ex.time_ids, ex);
+      timer.mark("control");
+    }
     Tensor out = unet.forward(batch, t, c.context, &ex);  // [B, 4, h, w]
     Tensor pred = cfg_on ? guide(out.slice0(0, 1), out.slice0(1, 1), o.cfg_scale) : out;
     latents = s.step(pred, i, latents, rng);
@@ -339,7 +382,13 @@ GenerateResult Pipeline::generate(const GenerateOptions& o) const {
   }
   const int total = (int)(end - start) + (rsched ? (int)(rsched->timesteps().size() - rbegin) : 0);
   int done = 0;
-  latents = m.denoise(latents, *sched, start, end, cond, o, cfg_on, *rng, done, total, timer);
+  std::unique_ptr<ControlRunner> control;
+  if (!o.control.empty()) {
+    control = std::make_unique<ControlRunner>(o.control, W, H, cfg_on, o.control_guess_mode);
+    if (o.on_guides) o.on_guides(control->guides());
+    timer.mark("control guides");
+  }
+  latents = m.denoise(latents, *sched, start, end, cond, o, cfg_on, *rng, done, total, timer, control.get());
 
   GenerateResult r;
   const Impl* dec = &m;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "control/control_unit.h"
 #include "io/checkpoint.h"
 #include "io/image.h"
 
@@ -40,6 +41,11 @@ struct GenerateOptions {
   // denoising_end), the refiner the rest from the base's latents (denoising_start), no new noise.
   const Pipeline* refiner = nullptr;
   float refiner_start = 0.8f;
+  // ControlNet / Control-LoRA / T2I-Adapter units (control/control_unit.h), summed in order.
+  std::vector<ControlUnit> control;
+  bool control_guess_mode = false;  // diffusers' guess mode for every ControlNet unit
+  // Receives the guides as used (resized to the image size), in unit order.
+  std::function<void(const std::vector<Image>& guides)> on_guides;
   // Tiled VAE decode/encode (diffusers enable_tiling): bounded memory for large images.
   bool vae_tiling = false;
   // Low-memory mode: drop the weight files' resident pages between phases (text encoder ->
@@ -72,10 +78,16 @@ class Pipeline {
   // The size generate() uses for opt (width/height 0 = native).
   int width_for(const GenerateOptions& opt) const;
   int height_for(const GenerateOptions& opt) const;
-  // Merges LoRAs into the UNet / text encoders (lora/lora_apply.h), replacing any merged before;
-  // an empty list restores the original weights bit for bit. A failing LoRA (any Error) leaves
-  // the model as it was.
-  void set_loras(const std::vector<lora::LoraSpec>& loras);
+  // Applies LoRAs to the UNet / text encoders, replacing any set before; an empty list restores the
+  // original weights bit for bit. Merge: into f32 copies of the weights (lora/lora_apply.h; no per-step
+  // cost). Bypass: beside the layers at run time (lora/lora_bypass.h; weights untouched, instant).
+  // Auto: merge while the touched weights' f32 copies take at most kLoraMergeAutoBytes, else bypass.
+  // A failing LoRA (any Error) leaves the model as it was.
+  enum class LoraApply { Auto, Merge, Bypass };
+  static constexpr size_t kLoraMergeAutoBytes = size_t(2) << 30;
+  void set_loras(const std::vector<lora::LoraSpec>& loras, LoraApply mode = LoraApply::Auto);
+  // What set_loras chose (Merge or Bypass; Auto when no LoRA is set).
+  LoraApply lora_mode() const;
   // The loaded checkpoint (its stores hold the merged weights while LoRAs are set).
   const Checkpoint& checkpoint() const;
 
