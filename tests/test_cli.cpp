@@ -170,3 +170,33 @@ TEST(Cli, InfoOnLora) {
   EXPECT_NE(text.find("kinds: lora (20)"), std::string::npos) << text;
   EXPECT_NE(text.find("ss_network_dim: 4"), std::string::npos) << text;
 }
+
+TEST(Cli, LoraBypassAndMerge) {
+  const std::string lora = test::fixture("lora/sd1_kohya.safetensors");
+  std::string hashes[2];
+  int i = 0;
+  for (const char* mode : {"bypass", "merge"}) {
+    std::string out = tmpdir() + "/lora_" + mode + ".png";
+    fs::remove(out);
+    CliRun r = easel_cli("generate -m '" + model() + "' -p 'a cat' -W 64 -H 64 --steps 2 --lora '" + lora +
+                         ":0.8' --lora-apply " + mode + " -o '" + out + "'");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find(std::string("[") + (mode[0] == 'b' ? "bypass" : "merged") + "]"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("applied"), std::string::npos) << r.err;
+    std::string params;
+    for (auto& [k, v] : read_png_text(out))
+      if (k == "parameters") params = v;
+    auto kv = parse_a1111_parameters(params);
+    EXPECT_NE(kv["Prompt"].find("<lora:sd1_kohya:0.8>"), std::string::npos) << params;
+    hashes[i++] = kv["Lora hashes"];
+  }
+  EXPECT_FALSE(hashes[0].empty());
+  EXPECT_EQ(hashes[0], hashes[1]);
+}
+
+TEST(Cli, LoraBadInput) {
+  expect_failure("--lora-apply fused --lora '" + test::fixture("lora/sd1_kohya.safetensors") + "'", "--lora-apply");
+  expect_failure("--lora '" + test::fixture("lora/bad_truncated.safetensors") + "'", "bad_truncated.safetensors");
+  expect_failure("--lora '" + test::fixture("lora/sdxl_kohya.safetensors") + "'", "sdxl");
+  expect_failure("--lora-dir '" + test::fixture("lora") + "' -p 'a cat <lora:nosuch:1>'", "no nosuch.safetensors");
+}

@@ -28,6 +28,7 @@ struct GenerateArgs {
   std::string refiner, original_size, target_size, crop;
   std::vector<std::string> loras;  // --lora FILE[:unet[:te]]
   std::string lora_dir;            // --lora-dir for <lora:name:...> prompt tags
+  std::string lora_apply = "auto";  // --lora-apply merge|bypass|auto
   GenerateOptions opt;
   int64_t seed = 42;
   int threads = 0;
@@ -89,6 +90,8 @@ std::string find_lora(const std::string& dir, const std::string& name) {
 // Returns the tags to add to the infotext prompt for --lora files; *hashes gets A1111's
 // "Lora hashes" value ("name: hash, ...") unless --no-hash.
 std::string apply_loras(Pipeline& pipe, const GenerateArgs& a, std::string* hashes) {
+  if (a.lora_apply != "auto" && a.lora_apply != "merge" && a.lora_apply != "bypass")
+    fail("lora", "--lora-apply '" + a.lora_apply + "': expected merge, bypass or auto");
   std::vector<lora::LoraSpec> specs;
   std::string tags;
   auto add = [&](const std::string& path, float unet, float te, std::string name) {
@@ -116,8 +119,13 @@ std::string apply_loras(Pipeline& pipe, const GenerateArgs& a, std::string* hash
   extract_lora_tags(a.opt.prompt, &found);
   for (const LoraTag& t : found) add(find_lora(a.lora_dir, t.name), t.unet_weight, t.te_weight, t.name);
   if (specs.empty()) return "";
-  pipe.set_loras(specs);
-  for (const auto& s : specs) std::fprintf(stderr, "%s\n", lora::summary(s).c_str());
+  const auto mode = a.lora_apply == "merge"    ? Pipeline::LoraApply::Merge
+                    : a.lora_apply == "bypass" ? Pipeline::LoraApply::Bypass
+                                               : Pipeline::LoraApply::Auto;
+  pipe.set_loras(specs, mode);
+  const bool merged = pipe.lora_mode() == Pipeline::LoraApply::Merge;
+  for (const auto& s : specs)
+    std::fprintf(stderr, "%s [%s]\n", lora::summary(s).c_str(), merged ? "merged" : "bypass");
   return tags;
 }
 
@@ -250,6 +258,10 @@ int main(int argc, char** argv) {
   gen->add_flag("--winograd", g.winograd, "Winograd 3x3 convolutions: ~15% faster steps, ~4 GiB more memory (SD1.5)");
   gen->add_option("--lora", g.loras, "LoRA/LyCORIS file merged into the model, FILE[:unet_strength[:te_strength]] (repeatable; te defaults to unet, unet to 1)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  gen->add_option("--lora-apply", g.lora_apply,
+                  "merge: into f32 copies of the weights (no per-step cost); bypass: beside the layers at run time "
+                  "(weights untouched, instant); auto: merge unless the copies would exceed 2 GiB (SDXL: bypass)")
+      ->capture_default_str();
   gen->add_option("--lora-dir", g.lora_dir, "folder searched for the prompt's <lora:name:te[:unet]> tags (A1111 syntax)");
   gen->add_flag("--no-hash", g.no_hash, "skip the model hash in the PNG parameters");
 
