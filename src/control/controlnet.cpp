@@ -162,9 +162,12 @@ ControlNetOutput ControlNetModel::forward(const Tensor& sample, const std::vecto
   if (ce.size(0) == B) {
     ops::add_(x, ce);
   } else {
-    for (int64_t b = 0; b < B; b++) {
-      Tensor xb = x.slice0(b, 1);
-      ops::add_(xb, ce);
+    const Tensor c = ce.to(DType::F32);
+    const int64_t n = c.numel();
+    for (int64_t b = 0; b < B; b++) {  // sample + controlnet_cond broadcast over the batch
+      float* px = x.f32() + b * n;
+      const float* pc = c.f32();
+      for (int64_t k = 0; k < n; k++) px[k] += pc[k];
     }
   }
   if (trace) (*trace)("controlnet_cond_embedding+conv_in", x);
@@ -359,10 +362,9 @@ WeightStore controlnet_from_ldm(const WeightStore& ldm, std::vector<std::string>
   if (ldm.has("label_emb.0.0.weight")) u.addition_embed_type = "text_time";
   std::vector<keys::PrefixMap> t = keys::ldm_unet_table(u);
   // input_hint_block: 0 conv_in, 2, 4, ... blocks.0, 1, ..., the last conv_out (14 in every real model).
-  const int nh = count_indices(ldm, "input_hint_block.");
-  int last = -1;
-  for (int k = 0; k < nh; k++)
-    if (ldm.has("input_hint_block." + s(k) + ".weight")) last = k;
+  // Convolutions sit at the even indices (the SiLUs between them hold no weights).
+  int last = 0;
+  while (ldm.has("input_hint_block." + s(last + 2) + ".weight")) last += 2;
   if (last < 2) fail(kWhere, ldm.source + ": input_hint_block has no convolutions (truncated file?)");
   t.push_back({"input_hint_block.0.", "controlnet_cond_embedding.conv_in.", keys::Rule::Same});
   for (int k = 2; k < last; k += 2)
