@@ -3,6 +3,7 @@
 #include "control/t2i_adapter.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -139,8 +140,8 @@ int body_index(const std::string& k, std::string* rest = nullptr) {
 }
 
 std::string not_adapter_hint(const WeightStore& w) {
+  if (w.has("lora_controlnet")) return " (it is a Control-LoRA)";
   for (const auto& [k, t] : w.tensors) {
-    if (k == "lora_controlnet") return " (it is a Control-LoRA)";
     if (k.find("controlnet_cond_embedding") != std::string::npos || k.find("input_hint_block") != std::string::npos)
       return " (it looks like a ControlNet)";
     if (k.rfind("model.diffusion_model.", 0) == 0 || k.rfind("down_blocks.", 0) == 0)
@@ -375,6 +376,26 @@ std::vector<Tensor> T2IAdapter::forward(const Tensor& guide) const {
     features.push_back(x);
   }
   return features;
+}
+
+std::vector<Tensor> T2IAdapter::forward_rgb01(const Tensor& rgb01) const {
+  if (rgb01.dim() != 4 || rgb01.size(1) != 3)
+    bad(path, "guide should be an RGB tensor [N, 3, H, W], got " + shape_str(rgb01.shape()));
+  if (config.in_channels == 3) return forward(rgb01);
+  if (config.in_channels != 1) bad(path, "an adapter taking " + std::to_string(config.in_channels) + " channels");
+  const Tensor x = rgb01.to(DType::F32);
+  const int64_t N = x.size(0), hw = x.size(2) * x.size(3);
+  Tensor g = Tensor::empty({N, 1, x.size(2), x.size(3)});
+  const float* s = x.f32();
+  float* d = g.f32();
+  auto u8 = [](float v) { return (uint32_t)std::lround(std::clamp(v, 0.0f, 1.0f) * 255.0f); };
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t i = 0; i < hw; i++) {
+      const float* p = s + n * 3 * hw + i;
+      const uint32_t l = (19595 * u8(p[0]) + 38470 * u8(p[hw]) + 7471 * u8(p[2 * hw]) + 0x8000) >> 16;
+      d[n * hw + i] = (float)l / 255.0f;
+    }
+  return forward(g);
 }
 
 // ---- pipeline helpers ----

@@ -75,6 +75,10 @@ struct T2IAdapter {
   int64_t total_downscale_factor() const;
   // guide [1, in_channels, H, W] in 0..1 -> one feature map per body block (shapes in the header).
   std::vector<Tensor> forward(const Tensor& guide) const;
+  // For control_unit.h's AdapterFn: an RGB guide [1, 3, H, W] in 0..1 (already W x H) -> features.
+  // A 1-channel adapter takes its gray version: PIL's "L" of the 8-bit values
+  // ((19595 R + 38470 G + 7471 B + 0x8000) >> 16) / 255, what convert("L") gives diffusers.
+  std::vector<Tensor> forward_rgb01(const Tensor& rgb01) const;
 };
 
 // ---- pipeline behaviour (diffusers StableDiffusionAdapterPipeline / StableDiffusionXLAdapterPipeline) ----
