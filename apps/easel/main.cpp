@@ -16,6 +16,7 @@
 #include "pipeline/params_text.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/progress.h"
+#include "control_args.h"
 #include "preprocess_cmd.h"
 
 using namespace easel;
@@ -36,6 +37,7 @@ struct GenerateArgs {
   bool no_hash = false;
   bool low_memory = false;
   bool winograd = false;
+  ControlArgs control;  // --control units (control_args.h)
 };
 
 // Fails early (before minutes of sampling) when the output cannot be written.
@@ -170,6 +172,8 @@ int run_generate(GenerateArgs& a) {
     refiner = Pipeline::load(a.refiner);
     a.opt.refiner = refiner.get();
   }
+  // ControlNet/adapter units: loaded (and Control-LoRAs built) before LoRAs change the weights.
+  auto control_info = build_control_units(a.control, *pipe, a.opt);
   pipe->validate(a.opt);  // before any heavy work
   std::string lora_hashes;
   std::string lora_tags = apply_loras(*pipe, a, &lora_hashes);
@@ -207,6 +211,7 @@ int run_generate(GenerateArgs& a) {
     gp.extra.push_back({"Refiner switch at", buf});
   }
   if (!lora_hashes.empty()) gp.extra.push_back({"Lora hashes", lora_hashes});
+  for (auto& kv : control_info) gp.extra.push_back(kv);
   write_png(a.output, r.image, {{"parameters", a1111_parameters(gp)}});
   std::fprintf(stderr, "wrote %s\n", a.output.c_str());
   return 0;
@@ -264,6 +269,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   gen->add_option("--lora-dir", g.lora_dir, "folder searched for the prompt's <lora:name:te[:unet]> tags (A1111 syntax)");
   gen->add_flag("--no-hash", g.no_hash, "skip the model hash in the PNG parameters");
+  add_control_options(gen, g.control);
 
   std::string info_path;
   auto* info = app.add_subcommand("info", "describe a checkpoint, folder or weight file");
