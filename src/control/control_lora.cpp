@@ -111,7 +111,8 @@ ControlNetModel build_control_lora(const WeightStore& file, const WeightStore& b
     if (!factor && param != "weight" && param != "bias")
       fail(kWhere, src + ": unexpected key '" + k + "' (expected .weight, .bias, .up or .down)");
     const std::string name = map_key(by_prefix, module_ldm + "." + (factor ? "weight" : param));
-    if (name.empty()) fail(kWhere, src + ": key '" + k + "' belongs to no ControlNet layer");
+    if (name.empty() || !(encoder_key(name) || name.rfind("controlnet_", 0) == 0))  // e.g. output_blocks (decoder)
+      fail(kWhere, src + ": key '" + k + "' belongs to no ControlNet layer");
     if (factor) {
       Pair& p = pairs[name.substr(0, name.size() - 7)];  // without ".weight"
       (param == "up" ? p.up : p.down) = t;
