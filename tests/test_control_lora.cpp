@@ -9,7 +9,10 @@
 
 #include "common.h"
 #include "control/control_lora.h"
+#include "control/control_unit.h"
+#include "io/image.h"
 #include "io/safetensors.h"
+#include "pipeline/pipeline.h"
 
 using namespace easel;
 
@@ -106,4 +109,36 @@ TEST(ControlLora, BadInputs) {
                                         }),
                                  xl),
                "input_hint_block has no convolutions");
+}
+
+TEST(ControlLora, PipelineMatchesDiffusers) {
+  // StableDiffusionXLControlNetPipeline with diffusers' Control-LoRA ControlNet, strength 0.9, 4 steps.
+  auto pipe = Pipeline::load(test::fixture("sdxl/sdxl_ldm.safetensors"));
+  ControlLoraOptions opt;
+  opt.biases = ControlLoraOptions::Biases::Diffusers;
+  ControlUnit u;
+  u.name = fx("control_lora_sdxl.safetensors");
+  u.controlnet = std::make_shared<ControlNetModel>(load_control_lora(u.name, pipe->checkpoint(), opt));
+  u.guide = read_image(fx("guide_cl.png"), 3);
+  u.strength = 0.9f;
+  u.resize_mode = ResizeMode::JustResize;
+  GenerateOptions o;
+  o.prompt = "a photo of a cat wearing a hat";
+  o.negative_prompt = "blurry";
+  o.cfg_scale = 5.0f;
+  o.steps = 4;
+  o.seed = 1234;
+  o.sampler = "euler";
+  o.width = o.height = 64;
+  o.control.push_back(u);
+  WeightStore ref = test::load_ref("t2i_adapter/ref_control_lora_sdxl.safetensors");
+  std::vector<Tensor> steps;
+  o.on_latents = [&](int, const Tensor& x) { steps.push_back(x.clone()); };
+  GenerateResult r = pipe->generate(o);
+  ASSERT_EQ(steps.size(), (size_t)ref.get("timesteps").numel());
+  // Tolerances as tests/test_controlnet.cpp (fp32 order, amplified by guidance and sigma).
+  for (size_t i = 0; i < steps.size(); i++)
+    EXPECT_TRUE(test::allclose(steps[i], ref.get("latents_" + std::to_string(i)), 6e-4f, 1e-4f)) << "step " << i;
+  EXPECT_TRUE(test::allclose(r.latents, ref.get("final_latents"), 6e-4f, 1e-4f));
+  test::expect_image_close(r.image, ref.get("image_u8"));
 }

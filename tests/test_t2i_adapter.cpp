@@ -7,11 +7,13 @@
 #include <fstream>
 
 #include "common.h"
+#include "control/control_unit.h"
 #include "control/t2i_adapter.h"
 #include "io/diffusers_folder.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "ops/ops.h"
+#include "pipeline/pipeline.h"
 
 using namespace easel;
 
@@ -186,4 +188,64 @@ TEST(T2IAdapter, BadInputs) {
     save_safetensors(tmp + "/extra.safetensors", t);
   }
   EXPECT_ERROR(T2IAdapter::load(tmp + "/extra.safetensors"), "unexpected tensor(s)");
+}
+
+// ---- end to end (the control units of control/control_unit.h, as the CLI's --control t2i:...) -------------
+namespace {
+
+ControlUnit adapter_unit(const std::string& model, const UNetConfig& unet, float strength, double end = 1.0) {
+  auto ad = std::make_shared<T2IAdapter>(T2IAdapter::load(fx(model)));
+  check_t2i_adapter(*ad, unet, 64, 64);
+  ControlUnit u;
+  u.name = fx(model);
+  u.adapter = [ad](const Tensor& g01) { return ad->forward_rgb01(g01); };
+  u.guide = read_image(fx("guide_80x72.png"), 3);
+  u.strength = strength;  // adapter_conditioning_scale
+  u.end = end;            // adapter_conditioning_factor (SDXL pipeline)
+  u.resize_mode = ResizeMode::JustResize;  // diffusers stretches the guide (PIL Lanczos)
+  return u;
+}
+
+// Tolerances as tests/test_controlnet.cpp: fp32 accumulation order amplified by guidance and sigma.
+void run_and_compare(const Pipeline& pipe, GenerateOptions o, const std::string& ref_name) {
+  WeightStore ref = test::load_ref("t2i_adapter/" + ref_name + ".safetensors");
+  std::vector<Tensor> steps;
+  o.on_latents = [&](int, const Tensor& x) { steps.push_back(x.clone()); };
+  GenerateResult r = pipe.generate(o);
+  ASSERT_EQ(steps.size(), (size_t)ref.get("timesteps").numel());
+  for (size_t i = 0; i < steps.size(); i++)
+    EXPECT_TRUE(test::allclose(steps[i], ref.get("latents_" + std::to_string(i)), 6e-4f, 1e-4f)) << "step " << i;
+  EXPECT_TRUE(test::allclose(r.latents, ref.get("final_latents"), 6e-4f, 1e-4f));
+  test::expect_image_close(r.image, ref.get("image_u8"));
+}
+
+GenerateOptions options(bool sdxl) {
+  GenerateOptions o;
+  o.prompt = "a photo of a cat wearing a hat";
+  o.negative_prompt = "blurry";
+  o.cfg_scale = sdxl ? 5.0f : 7.5f;
+  o.steps = sdxl ? 5 : 4;
+  o.seed = 1234;
+  o.sampler = "euler";
+  o.width = o.height = 64;
+  return o;
+}
+
+}  // namespace
+
+TEST(T2IAdapterPipeline, SD1MatchesStableDiffusionAdapterPipeline) {
+  // Gray full adapter, adapter_conditioning_scale 0.8, guide 80x72 stretched to 64x64.
+  auto pipe = Pipeline::load(test::fixture("sd1/sd1_ldm.safetensors"));
+  GenerateOptions o = options(false);
+  o.control.push_back(adapter_unit("sd1_adapter", pipe->config().unet, 0.8f));
+  run_and_compare(*pipe, o, "ref_sd1");
+}
+
+TEST(T2IAdapterPipeline, SDXLMatchesStableDiffusionXLAdapterPipeline) {
+  // full_adapter_xl (its 4th feature goes to the mid block), scale 1.2, adapter_conditioning_factor 0.5 of 5
+  // steps: features at steps 0 and 1 only.
+  auto pipe = Pipeline::load(test::fixture("sdxl/sdxl_ldm.safetensors"));
+  GenerateOptions o = options(true);
+  o.control.push_back(adapter_unit("sdxl_adapter", pipe->config().unet, 1.2f, 0.5));
+  run_and_compare(*pipe, o, "ref_sdxl");
 }
