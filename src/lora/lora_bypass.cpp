@@ -1,5 +1,7 @@
 #include "lora/lora_bypass.h"
 
+#include <dnnl.h>
+
 #include <cstring>
 #include <map>
 #include <memory>
@@ -26,9 +28,15 @@ struct LowRank final : nn::Bypass {
   void add(const Tensor& x, Tensor& y, int stride, int pad) const override {
     for (const Term& t : terms) {
       Tensor h;
-      if (!conv)
-        h = ops::linear(ops::linear(x, t.down, Tensor()), t.up, Tensor());  // [..., R] -> [..., out]
-      else if (t.mid.defined())
+      if (!conv) {  // t = x down^T [M, R]; y += t up^T (accumulated in place: no [M, out] temporary)
+        const int64_t in = t.down.size(1), R = t.down.size(0), out = t.up.size(0), M = x.numel() / in;
+        if (x.dtype() != DType::F32 || y.dtype() != DType::F32 || y.numel() != M * out)
+          fail("lora", "bypass: unexpected activations " + x.str() + " -> " + y.str());
+        Tensor tmp = Tensor::empty({M, R});
+        dnnl_sgemm('N', 'T', M, R, in, 1.f, x.f32(), in, t.down.f32(), in, 0.f, tmp.f32(), R);
+        dnnl_sgemm('N', 'T', M, out, R, 1.f, tmp.f32(), R, t.up.f32(), R, 1.f, y.f32(), out);
+        continue;
+      } else if (t.mid.defined())
         h = ops::conv2d(ops::conv2d(ops::conv2d(x, t.down, Tensor(), 1, 0), t.mid, Tensor(), stride, pad), t.up,
                         Tensor(), 1, 0);
       else
