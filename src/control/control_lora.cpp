@@ -103,7 +103,7 @@ ControlNetModel build_control_lora(const WeightStore& file, const WeightStore& b
   std::vector<std::string> lora_modules_bias;  // file biases of LoRA'd layers (for Biases::Diffusers)
   std::map<std::string, Tensor> full;
   for (const auto& [k, t] : file.tensors) {
-    if (k == "lora_controlnet") continue;
+    if (k == "lora_controlnet" || k.find("__") != std::string::npos) continue;  // marker; ComfyUI skips "__" keys
     const size_t dot = k.rfind('.');
     const std::string param = dot == std::string::npos ? "" : k.substr(dot + 1);
     const std::string module_ldm = dot == std::string::npos ? k : k.substr(0, dot);

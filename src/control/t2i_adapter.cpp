@@ -312,8 +312,9 @@ T2IAdapter T2IAdapter::load(const std::string& path) {
     else w.tensors[k] = t;
   }
   for (const auto& [k, t] : w.tensors) {
-    if (k.rfind("backbone.", 0) == 0 || k.rfind("style_embedding", 0) == 0 || k.rfind("ln_post", 0) == 0)
+    if (k.rfind("style_embedding", 0) == 0 || k.rfind("ln_post", 0) == 0)
       bad(path, "a T2I style adapter (CLIP-vision tokens) is not supported");
+    if (k.rfind("backbone.", 0) == 0) bad(path, "a Stable Cascade ControlNet is not a T2I-Adapter (not supported)");
     if (k.rfind("cross_attention_fuser", 0) == 0 || k.find("fuser.") != std::string::npos)
       bad(path, "a CoAdapter fuser is not supported");
   }
