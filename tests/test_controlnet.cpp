@@ -2,7 +2,11 @@
 // tools/fixtures/controlnet.py): module outputs (diffusers folder, diffusers-keyed single file, lllyasviel
 // file), end-to-end pipelines (one ControlNet, resized guide, window, guess mode, two ControlNets, img2img,
 // SDXL), the A1111 control-mode scales and resize modes, and bad inputs.
+#include <sys/wait.h>
+
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include "common.h"
@@ -362,3 +366,88 @@ TEST(ControlNetBadInput, RefusedWithClearErrors) {
 }
 
 }  // namespace
+
+// ---- CLI ------------------------------------------------------------------------------------
+namespace cli {
+
+struct Run {
+  int status;
+  std::string err;
+};
+
+Run easel(const std::string& args) {
+  static const std::string errf = test::temp_dir("cn_cli_err") + "/stderr.txt";
+  int rc = std::system((std::string(EASEL_BIN) + "/easel " + args + " 2>'" + errf + "' >/dev/null").c_str());
+  std::ifstream f(errf);
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc), std::string((std::istreambuf_iterator<char>(f)), {})};
+}
+
+std::string gen_args(const std::string& out) {
+  return "generate -m '" + test::fixture("sd1/sd1_ldm.safetensors") +
+         "' -p 'a photo of a cat wearing a hat' -n blurry --cfg-scale 7.5 --steps 4 --seed 1234 --sampler euler "
+         "-W 64 -H 64 --precision f32 --no-hash -o '" + out + "' ";
+}
+
+std::string cn(const std::string& rest) { return "controlnet:" + test::fixture("controlnet/sd1_cn") + ":" + rest; }
+
+}  // namespace cli
+
+TEST(ControlNetCLI, GenerateMatchesDiffusersAndAppliesPerUnitFlags) {
+  const std::string dir = test::temp_dir("cn_cli");
+  // One ControlNet: the diffusers reference image.
+  cli::Run r = cli::easel(cli::gen_args(dir + "/one.png") + "--control '" + cli::cn(test::fixture("controlnet/guide_a.png")) + ":0.9'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  WeightStore ref = test::load_ref("controlnet/ref_sd1_one.safetensors");
+  test::expect_image_close(read_image(dir + "/one.png", 3), ref.get("image_u8"));
+  auto text = read_png_text(dir + "/one.png");
+  ASSERT_FALSE(text.empty());
+  EXPECT_NE(text[0].second.find("ControlNet 0: \"Module: none, Model: sd1_cn, Weight: 0.9, Resize Mode: Crop and Resize"),
+            std::string::npos) << text[0].second;
+  // Per-unit flags: --resize-mode before any --control is the default; --control-mode after the first
+  // unit is that unit's; --save-guide after the second writes the second guide (80x48 stretched to 64x64).
+  r = cli::easel(cli::gen_args(dir + "/two.png") + "--resize-mode just_resize --control '" +
+                 cli::cn(test::fixture("controlnet/guide_a.png")) + ":0.6:0:0.8' --control-mode prompt --control '" +
+                 cli::cn(test::fixture("controlnet/guide_b_80x48.png")) + ":1.3:0.2:1' --save-guide '" + dir +
+                 "/g1.png'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  text = read_png_text(dir + "/two.png");
+  const std::string& p = text[0].second;
+  EXPECT_NE(p.find("ControlNet 0: \"Module: none, Model: sd1_cn, Weight: 0.6, Resize Mode: Just Resize, Guidance Start: 0, "
+                   "Guidance End: 0.8, Control Mode: My prompt is more important\""),
+            std::string::npos) << p;
+  EXPECT_NE(p.find("ControlNet 1: \"Module: none, Model: sd1_cn, Weight: 1.3, Resize Mode: Just Resize, Guidance Start: 0.2, "
+                   "Guidance End: 1, Control Mode: Balanced\""),
+            std::string::npos) << p;
+  Image g1 = read_image(dir + "/g1.png", 3);
+  EXPECT_EQ(g1.pixels,
+            resize_image(read_image(test::fixture("controlnet/guide_b_80x48.png"), 3), 64, 64, ResizeFilter::Lanczos).pixels);
+}
+
+TEST(ControlNetCLI, BadInputsFailWithClearMessages) {
+  const std::string dir = test::temp_dir("cn_cli_bad");
+  const std::string out = dir + "/out.png";
+  const std::string guide = test::fixture("controlnet/guide_a.png");
+  auto expect_fail = [&](const std::string& extra, const std::string& needle) {
+    cli::Run r = cli::easel(cli::gen_args(out) + extra);
+    EXPECT_EQ(r.status, 1) << extra << "\n" << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << extra << "\nstderr: " << r.err;
+    EXPECT_FALSE(std::filesystem::exists(out));
+  };
+  expect_fail("--control '" + cli::cn(guide) + ":3'", "outside [0, 2]");
+  expect_fail("--control '" + cli::cn(guide) + ":1:0.9:0.2'", "is not before end");
+  expect_fail("--control 'controlnet:" + test::fixture("controlnet/sdxl_cn") + ":" + guide + "'",
+              "sdxl_cn: this ControlNet is for SDXL");
+  expect_fail("--control 'controlnet:/nonexistent/cn.safetensors:" + guide + "'", "/nonexistent/cn.safetensors: file not found");
+  expect_fail("--control '" + cli::cn("/nonexistent/guide.png") + "'", "/nonexistent/guide.png");
+  expect_fail("--control 'lineart:" + test::fixture("controlnet/sd1_cn") + ":" + guide + "'", "KIND controlnet, t2i or control_lora");
+  expect_fail("--control 'controlnet:onlyone'", "expected KIND:MODEL:IMAGE");
+  expect_fail("--control-mode prompt", "need a --control unit");
+  expect_fail("--control '" + cli::cn(guide) + "' --control-mode loud", "unknown control mode 'loud'");
+  expect_fail("--control '" + cli::cn(guide) + "' --preprocess nosuch", "nosuch");
+  {
+    std::ifstream in(test::fixture("controlnet/sd1_cn_lllyasviel.safetensors"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(dir + "/trunc.safetensors", std::ios::binary).write(bytes.data(), bytes.size() - 1000);
+  }
+  expect_fail("--control 'controlnet:" + dir + "/trunc.safetensors:" + guide + "'", "trunc.safetensors");
+}
