@@ -89,6 +89,9 @@ LoraFile read_lora(const std::string& path, const Checkpoint& ck);
 enum class DoraStrength { LyCORIS, Lerp };
 Tensor delta_weight(const Module& m, const Tensor& W, float strength,
                     DoraStrength dora = DoraStrength::LyCORIS);
+// acc += ΔW (acc f32 with m.shape's numel) by one GEMM with beta = 1, for plain LoRA (no Tucker mid,
+// no DoRA); false (acc untouched) for every other module.
+bool accumulate_delta(const Module& m, float strength, Tensor& acc);
 // Δb at strength s for Full modules with diff_b; undefined Tensor otherwise.
 Tensor delta_bias(const Module& m, float strength);
 

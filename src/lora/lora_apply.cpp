@@ -28,6 +28,15 @@ namespace {
 
 Tensor to_f32_copy(const Tensor& t) { return t.dtype() == DType::F32 ? t.clone() : t.to(DType::F32); }
 
+bool all_finite(const Tensor& t) {
+  const float* p = t.f32();
+  const int64_t n = t.numel();
+  bool finite = true;
+#pragma omp parallel for reduction(&& : finite) if (n > (1 << 20))
+  for (int64_t i = 0; i < n; i++) finite = finite && std::isfinite(p[i]);
+  return finite;
+}
+
 // acc += d (same numel, f32); false (acc unchanged from the first bad element on) when d has a NaN/Inf.
 bool add_into(Tensor& acc, const Tensor& d) {
   float* a = acc.f32();
@@ -145,7 +154,12 @@ std::map<WeightId, Tensor> merged_weights(const Checkpoint& ck, const std::vecto
           if (W.shape() != m.shape)
             fail("lora", spec.file.path + ": module '" + m.module + "' was read for another weight shape");
           if (s == 0 && !m.dora()) continue;
-          d = delta_weight(m, cur ? *cur : W, s);
+          if (!cur) cur = &(merged[id] = to_f32_copy(W));
+          if (accumulate_delta(m, s, *cur)) {  // W' += ΔW in place (no ΔW temporary)
+            if (!all_finite(*cur)) fail("lora", spec.file.path + ": non-finite delta for '" + key + "'");
+            continue;
+          }
+          d = delta_weight(m, *cur, s);
         } else {
           d = delta_bias(m, s);
           if (!d.defined()) continue;

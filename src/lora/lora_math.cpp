@@ -142,6 +142,18 @@ std::vector<double> norms(const std::vector<float>& v, const Shape& s, bool rows
 
 }  // namespace
 
+bool accumulate_delta(const Module& m, float strength, Tensor& acc) {
+  if (m.kind != Kind::LoRA || m.t.count("mid") || m.dora()) return false;
+  const Tensor& down = get(m, "down");
+  const int64_t out = m.shape[0], r = down.size(0), cols = shape_numel(m.shape) / out;
+  EASEL_CHECK(acc.dtype() == DType::F32 && acc.numel() == shape_numel(m.shape), "lora",
+              m.module + ": accumulator does not match " + shape_str(m.shape));
+  if (out && cols && r)
+    dnnl_sgemm('N', 'N', out, cols, r, strength * m.scale, get(m, "up").f32(), r, down.f32(), cols, 1.f, acc.f32(),
+               cols);
+  return true;
+}
+
 Tensor delta_weight(const Module& m, const Tensor& W, float strength, DoraStrength ds) {
   if (m.kind == Kind::LoRA && !m.t.count("mid") && !m.dora()) {  // fast path: one GEMM into the result
     const Tensor& down = get(m, "down");
