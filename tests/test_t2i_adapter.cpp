@@ -193,13 +193,14 @@ TEST(T2IAdapter, BadInputs) {
 // ---- end to end (the control units of control/control_unit.h, as the CLI's --control t2i:...) -------------
 namespace {
 
-ControlUnit adapter_unit(const std::string& model, const UNetConfig& unet, float strength, double end = 1.0) {
+ControlUnit adapter_unit(const std::string& model, const UNetConfig& unet, float strength, double end = 1.0,
+                         const std::string& guide = "guide_80x72.png") {
   auto ad = std::make_shared<T2IAdapter>(T2IAdapter::load(fx(model)));
   check_t2i_adapter(*ad, unet, 64, 64);
   ControlUnit u;
   u.name = fx(model);
   u.adapter = [ad](const Tensor& g01) { return ad->forward_rgb01(g01); };
-  u.guide = read_image(fx("guide_80x72.png"), 3);
+  u.guide = read_image(fx(guide), 3);
   u.strength = strength;  // adapter_conditioning_scale
   u.end = end;            // adapter_conditioning_factor (SDXL pipeline)
   u.resize_mode = ResizeMode::JustResize;  // diffusers stretches the guide (PIL Lanczos)
@@ -239,6 +240,15 @@ TEST(T2IAdapterPipeline, SD1MatchesStableDiffusionAdapterPipeline) {
   GenerateOptions o = options(false);
   o.control.push_back(adapter_unit("sd1_adapter", pipe->config().unet, 0.8f));
   run_and_compare(*pipe, o, "ref_sd1");
+}
+
+TEST(T2IAdapterPipeline, TwoAdaptersMatchMultiAdapter) {
+  // MultiAdapter: 0.6 * gray adapter(guide resized) + 1.1 * RGB adapter(64x64 guide).
+  auto pipe = Pipeline::load(test::fixture("sd1/sd1_ldm.safetensors"));
+  GenerateOptions o = options(false);
+  o.control.push_back(adapter_unit("sd1_adapter", pipe->config().unet, 0.6f));
+  o.control.push_back(adapter_unit("sd1_adapter_rgb", pipe->config().unet, 1.1f, 1.0, "guide_rgb_64.png"));
+  run_and_compare(*pipe, o, "ref_sd1_multi");
 }
 
 TEST(T2IAdapterPipeline, SDXLMatchesStableDiffusionXLAdapterPipeline) {
