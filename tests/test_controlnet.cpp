@@ -451,3 +451,40 @@ TEST(ControlNetCLI, BadInputsFailWithClearMessages) {
   }
   expect_fail("--control 'controlnet:" + dir + "/trunc.safetensors:" + guide + "'", "trunc.safetensors");
 }
+
+// ---- C API ----------------------------------------------------------------------------------
+extern "C" {
+#include "pipeline/easel_c.h"
+}
+
+TEST(ControlNetCAPI, AddControlNetMatchesDiffusers) {
+  easel_pipeline* p = nullptr;
+  ASSERT_EQ(easel_load(test::fixture("sd1/sd1_ldm.safetensors").c_str(), &p), 0) << easel_last_error();
+  Image g = read_image(test::fixture("controlnet/guide_a.png"), 3);
+  const std::string cn = test::fixture("controlnet/sd1_cn");
+  ASSERT_EQ(easel_add_controlnet(p, cn.c_str(), g.pixels.data(), g.width, g.height, 0.9f, 0.0f, 1.0f, 0, 0), 0)
+      << easel_last_error();
+  easel_generate_params q;
+  easel_default_params(&q);
+  q.prompt = kPrompt;
+  q.negative_prompt = "blurry";
+  q.steps = 4;
+  q.cfg_scale = 7.5f;
+  q.seed = 1234;
+  q.sampler = "euler";
+  q.width = q.height = 64;
+  Image out;
+  out.width = out.height = 64, out.channels = 3;
+  out.pixels.resize(64 * 64 * 3);
+  ASSERT_EQ(easel_generate(p, &q, out.pixels.data()), 0) << easel_last_error();
+  test::expect_image_close(out, test::load_ref("controlnet/ref_sd1_one.safetensors").get("image_u8"));
+  // Bad inputs: a status and a message naming the problem.
+  EXPECT_NE(easel_add_controlnet(p, cn.c_str(), g.pixels.data(), g.width, g.height, 2.5f, 0.0f, 1.0f, 0, 0), 0);
+  EXPECT_NE(std::string(easel_last_error()).find("outside [0, 2]"), std::string::npos) << easel_last_error();
+  const std::string xl = test::fixture("controlnet/sdxl_cn");
+  EXPECT_NE(easel_add_controlnet(p, xl.c_str(), g.pixels.data(), g.width, g.height, 1.0f, 0.0f, 1.0f, 0, 0), 0);
+  EXPECT_NE(std::string(easel_last_error()).find("this ControlNet is for SDXL"), std::string::npos);
+  EXPECT_NE(easel_add_controlnet(p, cn.c_str(), g.pixels.data(), g.width, g.height, 1.0f, 0.0f, 1.0f, 3, 0), 0);
+  EXPECT_EQ(easel_clear_controlnets(p), 0);
+  easel_free(p);
+}

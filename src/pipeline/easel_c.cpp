@@ -9,6 +9,7 @@ struct easel_pipeline {
   std::unique_ptr<easel::Pipeline> p;
   const easel::Pipeline* refiner = nullptr;
   float refiner_start = 0.8f;
+  std::vector<easel::ControlUnit> control;  // easel_add_controlnet
 };
 
 static thread_local std::string g_error;
@@ -74,6 +75,7 @@ int easel_generate(easel_pipeline* p, const easel_generate_params* q, uint8_t* r
     o.vae_tiling = q->vae_tiling != 0;
     o.refiner = p->refiner;
     o.refiner_start = p->refiner_start;
+    o.control = p->control;
     auto r = p->p->generate(o);
     std::memcpy(rgb_out, r.image.pixels.data(), r.image.pixels.size());
   });
@@ -85,6 +87,34 @@ int easel_set_refiner(easel_pipeline* base, easel_pipeline* refiner, float start
     if (refiner && !(start > 0 && start < 1)) easel::fail("c_api", "easel_set_refiner: start must be in (0, 1)");
     base->refiner = refiner ? refiner->p.get() : nullptr;
     base->refiner_start = start;
+  });
+}
+
+int easel_add_controlnet(easel_pipeline* p, const char* model, const uint8_t* guide_rgb, int guide_w, int guide_h,
+                         float strength, float start, float end, int control_mode, int resize_mode) {
+  return guarded([&] {
+    if (!p || !model || !guide_rgb) easel::fail("c_api", "easel_add_controlnet: null argument");
+    if (guide_w <= 0 || guide_h <= 0 || guide_w > easel::kMaxImageSide || guide_h > easel::kMaxImageSide)
+      easel::fail("c_api", "easel_add_controlnet: invalid guide size");
+    if (control_mode < 0 || control_mode > 2 || resize_mode < 0 || resize_mode > 2)
+      easel::fail("c_api", "easel_add_controlnet: control_mode and resize_mode must be 0, 1 or 2");
+    easel::ControlUnit u;
+    u.name = model;
+    u.guide.width = guide_w, u.guide.height = guide_h, u.guide.channels = 3;
+    u.guide.pixels.assign(guide_rgb, guide_rgb + (size_t)guide_w * guide_h * 3);
+    u.strength = strength, u.start = start, u.end = end;
+    u.control_mode = easel::parse_control_mode(std::to_string(control_mode));
+    u.resize_mode = easel::parse_resize_mode(std::to_string(resize_mode));
+    u.controlnet = std::make_shared<easel::ControlNetModel>(easel::load_controlnet(model, &p->p->config()));
+    easel::validate_unit(u, p->p->config());
+    p->control.push_back(std::move(u));
+  });
+}
+
+int easel_clear_controlnets(easel_pipeline* p) {
+  return guarded([&] {
+    if (!p) easel::fail("c_api", "easel_clear_controlnets: null argument");
+    p->control.clear();
   });
 }
 

@@ -33,6 +33,14 @@ int easel_generate(easel_pipeline* p, const easel_generate_params* params, uint8
 /* SDXL: later easel_generate calls on `base` hand the last steps to `refiner` (NULL = none) from
  * `start` (fraction of the denoising, e.g. 0.8). The refiner must outlive its use by `base`. */
 int easel_set_refiner(easel_pipeline* base, easel_pipeline* refiner, float start);
+/* ControlNet units for later easel_generate calls on `p` (summed in the order added): `model` a ControlNet
+ * file or diffusers folder (checked against p's model), the guide as guide_w*guide_h*3 RGB bytes (any size),
+ * strength in [0, 2], start < end fractions of the steps, control_mode 0 balanced / 1 "my prompt is more
+ * important" / 2 "ControlNet is more important", resize_mode 0 just resize / 1 crop and resize / 2 resize and
+ * fill. easel_clear_controlnets removes them all. */
+int easel_add_controlnet(easel_pipeline* p, const char* model, const uint8_t* guide_rgb, int guide_w, int guide_h,
+                         float strength, float start, float end, int control_mode, int resize_mode);
+int easel_clear_controlnets(easel_pipeline* p);
 void easel_free(easel_pipeline* p);
 /* Message of the last failed call on this thread ("" if none). */
 const char* easel_last_error(void);
