@@ -329,6 +329,32 @@ Tensor bmm(const Tensor& a, const Tensor& b, bool trans_b) {
   return c;
 }
 
+// Runs a (de)convolution primitive on NCHW f32 x -> y (plain layouts reordered to the primitive's),
+// with the packed weights and an optional bias.
+void run_conv(const Prim& p, const Tensor& x, const memory& wei, const Tensor& b_, Tensor& y) {
+  const Shape& xs_ = x.shape();
+  const Shape& ys_ = y.shape();
+  memory::desc user_src({xs_[0], xs_[1], xs_[2], xs_[3]}, dt::f32, tag::nchw);
+  memory::desc user_dst({ys_[0], ys_[1], ys_[2], ys_[3]}, dt::f32, tag::nchw);
+  memory xs(user_src, eng(), const_cast<void*>(x.raw()));
+  memory src = xs;
+  if (p.src != user_src) {
+    src = memory(p.src, eng());
+    reorder(xs, src).execute(strm(), xs, src);
+  }
+  memory ym(user_dst, eng(), y.raw());
+  memory dst = p.dst == user_dst ? ym : memory(p.dst, eng());
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+  Tensor b;
+  if (b_.defined()) {
+    b = bias_f32(b_);
+    args[DNNL_ARG_BIAS] = memory({{ys_[1]}, dt::f32, tag::x}, eng(), const_cast<void*>(b.raw()));
+  }
+  p.prim.execute(strm(), args);
+  if (p.dst != user_dst) reorder(dst, ym).execute(strm(), dst, ym);
+  strm().wait();
+}
+
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int pad) {
   return conv2d_ex(x, w, b, ConvParams::same(stride, pad));
 }
@@ -375,25 +401,7 @@ Tensor conv2d_ex(const Tensor& x, const Tensor& w, const Tensor& b_, const ConvP
       convolution_forward::primitive_desc pd(d, eng());
       return Prim{convolution_forward(pd), pd.src_desc(), pd.weights_desc(), pd.dst_desc()};
     });
-    memory::desc user_src({N, C, H, W}, dt::f32, tag::nchw), user_dst({N, O, OH, OW}, dt::f32, tag::nchw);
-    memory xs(user_src, eng(), const_cast<void*>(x.raw()));
-    memory src = xs;
-    if (p->src != user_src) {
-      src = memory(p->src, eng());
-      reorder(xs, src).execute(strm(), xs, src);
-    }
-    memory wei = packed_weight(w, wdims, G == 1 ? tag::oihw : tag::goihw, p->wei);
-    memory ym(user_dst, eng(), y.raw());
-    memory dst = p->dst == user_dst ? ym : memory(p->dst, eng());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
-    Tensor b;
-    if (has_b) {
-      b = bias_f32(b_);
-      args[DNNL_ARG_BIAS] = memory({{O}, dt::f32, tag::x}, eng(), const_cast<void*>(b.raw()));
-    }
-    p->prim.execute(strm(), args);
-    if (p->dst != user_dst) reorder(dst, ym).execute(strm(), dst, ym);
-    strm().wait();
+    run_conv(*p, x, packed_weight(w, wdims, G == 1 ? tag::oihw : tag::goihw, p->wei), b_, y);
   } catch (const dnnl::error& e) {
     dnnl_fail("conv2d", e, x.str() + " * " + w.str());
   }
@@ -425,26 +433,8 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b_, int 
       deconvolution_forward::primitive_desc pd(d, eng());
       return Prim{deconvolution_forward(pd), pd.src_desc(), pd.weights_desc(), pd.dst_desc()};
     });
-    memory::desc user_src({N, C, H, W}, dt::f32, tag::nchw), user_dst({N, O, OH, OW}, dt::f32, tag::nchw);
-    memory xs(user_src, eng(), const_cast<void*>(x.raw()));
-    memory src = xs;
-    if (p->src != user_src) {
-      src = memory(p->src, eng());
-      reorder(xs, src).execute(strm(), xs, src);
-    }
     // PyTorch stores ConvTranspose2d weights as [in, out, kh, kw]: oneDNN's (O, I) dims in iohw order.
-    memory wei = packed_weight(w, {O, C, kh, kw}, tag::iohw, p->wei);
-    memory ym(user_dst, eng(), y.raw());
-    memory dst = p->dst == user_dst ? ym : memory(p->dst, eng());
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
-    Tensor b;
-    if (has_b) {
-      b = bias_f32(b_);
-      args[DNNL_ARG_BIAS] = memory({{O}, dt::f32, tag::x}, eng(), const_cast<void*>(b.raw()));
-    }
-    p->prim.execute(strm(), args);
-    if (p->dst != user_dst) reorder(dst, ym).execute(strm(), dst, ym);
-    strm().wait();
+    run_conv(*p, x, packed_weight(w, {O, C, kh, kw}, tag::iohw, p->wei), b_, y);
   } catch (const dnnl::error& e) {
     dnnl_fail("conv_transpose2d", e, x.str() + " * " + w.str());
   }
