@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fixtures import common  # noqa: E402
 
-STEPS = ["tokenizer", "rng", "schedulers", "sd1", "sd2", "sdxl", "vae_tiling", "preprocess", "lora", "vision_ops", "controlnet", "t2i_adapter", "seg_hed"]
+STEPS = ["tokenizer", "rng", "schedulers", "sd1", "sd2", "sdxl", "vae_tiling", "preprocess", "lora", "vision_ops", "controlnet", "t2i_adapter", "seg_hed", "depth"]
 
 
 def main():
