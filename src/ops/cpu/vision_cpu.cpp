@@ -31,19 +31,21 @@ float source_index(float scale, int64_t dst, bool align_corners, bool cubic) {
   return (!cubic && src < 0.f) ? 0.f : src;
 }
 
-// Per output coordinate: the two source taps and their weights (bilinear).
-struct Lin {
-  int64_t i0, i1;
-  float w0, w1;
+// Per output coordinate: K source taps (clamped to the input) and their weights.
+template <int K>
+struct Taps {
+  int64_t i[K];
+  float w[K];
 };
-std::vector<Lin> linear_taps(int64_t in, int64_t out, bool align_corners, double scale) {
+
+std::vector<Taps<2>> linear_taps(int64_t in, int64_t out, bool align_corners, double scale) {
   const float s = pixel_scale(in, out, align_corners, scale);
-  std::vector<Lin> t(out);
+  std::vector<Taps<2>> t(out);
   for (int64_t o = 0; o < out; o++) {
     const float r = source_index(s, o, align_corners, false);
     const int64_t i0 = std::min<int64_t>((int64_t)r, in - 1);
     const float l = std::min(std::max(r - float(i0), 0.f), 1.f);
-    t[o] = {i0, i0 + (i0 < in - 1 ? 1 : 0), 1.f - l, l};
+    t[o] = {{i0, i0 + (i0 < in - 1 ? 1 : 0)}, {1.f - l, l}};
   }
   return t;
 }
@@ -51,14 +53,9 @@ std::vector<Lin> linear_taps(int64_t in, int64_t out, bool align_corners, double
 float cubic1(float x, float A) { return ((A + 2) * x - (A + 3)) * x * x + 1; }
 float cubic2(float x, float A) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; }
 
-// Per output coordinate: four clamped source taps and their weights (bicubic).
-struct Cub {
-  int64_t i[4];
-  float w[4];
-};
-std::vector<Cub> cubic_taps(int64_t in, int64_t out, bool align_corners, double scale) {
+std::vector<Taps<4>> cubic_taps(int64_t in, int64_t out, bool align_corners, double scale) {
   const float s = pixel_scale(in, out, align_corners, scale), A = -0.75f;
-  std::vector<Cub> t(out);
+  std::vector<Taps<4>> t(out);
   for (int64_t o = 0; o < out; o++) {
     const float r = source_index(s, o, align_corners, true);
     const int64_t f = (int64_t)std::floor(r);
@@ -67,6 +64,40 @@ std::vector<Cub> cubic_taps(int64_t in, int64_t out, bool align_corners, double 
     for (int k = 0; k < 4; k++) t[o].i[k] = std::min(std::max<int64_t>(f - 1 + k, 0), in - 1);
   }
   return t;
+}
+
+// Separable resampling x [N, C, H, W] -> [N, C, oh, ow]: each source row is filtered along W, then
+// the rows are combined along H (ATen's order).
+template <int K>
+Tensor resample(const Tensor& x, const std::vector<Taps<K>>& th, const std::vector<Taps<K>>& tw) {
+  const int64_t H = x.size(2), W = x.size(3), NC = x.size(0) * x.size(1);
+  const int64_t oh = (int64_t)th.size(), ow = (int64_t)tw.size();
+  Tensor y = Tensor::empty({x.size(0), x.size(1), oh, ow});
+  const float* xp = x.f32();
+  float* yp = y.f32();
+#pragma omp parallel for if (NC * oh * ow > 16384)
+  for (int64_t c = 0; c < NC; c++)
+    for (int64_t i = 0; i < oh; i++) {
+      float* d = yp + (c * oh + i) * ow;
+      for (int64_t j = 0; j < ow; j++) {
+        const Taps<K>& t = tw[j];
+        float acc = 0;
+        for (int k = 0; k < K; k++) {
+          const float* r = xp + (c * H + th[i].i[k]) * W;
+          float row = 0;
+          for (int q = 0; q < K; q++) row += t.w[q] * r[t.i[q]];
+          acc += th[i].w[k] * row;
+        }
+        d[j] = acc;
+      }
+    }
+  return y;
+}
+
+void check_resize(const Tensor& x, int64_t oh, int64_t ow, const char* op) {
+  check_nchw(x, op);
+  if (oh < 1 || ow < 1 || x.size(2) < 1 || x.size(3) < 1)
+    fail(op, "bad size " + std::to_string(oh) + "x" + std::to_string(ow) + " for " + x.str());
 }
 
 }  // namespace
@@ -129,52 +160,16 @@ Tensor adaptive_avg_pool2d(const Tensor& x, int64_t oh, int64_t ow) {
 
 Tensor interpolate_bilinear(const Tensor& x, int64_t oh, int64_t ow, bool align_corners, double scale_h,
                             double scale_w) {
-  check_nchw(x, "interpolate_bilinear");
-  if (oh < 1 || ow < 1 || x.size(2) < 1 || x.size(3) < 1) fail("interpolate_bilinear", "bad size for " + x.str());
-  const int64_t H = x.size(2), W = x.size(3), NC = x.size(0) * x.size(1);
-  const auto th = linear_taps(H, oh, align_corners, scale_h), tw = linear_taps(W, ow, align_corners, scale_w);
-  Tensor y = Tensor::empty({x.size(0), x.size(1), oh, ow});
-  const float* xp = x.f32();
-  float* yp = y.f32();
-#pragma omp parallel for if (NC * oh * ow > 16384)
-  for (int64_t c = 0; c < NC; c++)
-    for (int64_t i = 0; i < oh; i++) {
-      const float* r0 = xp + (c * H + th[i].i0) * W;
-      const float* r1 = xp + (c * H + th[i].i1) * W;
-      float* d = yp + (c * oh + i) * ow;
-      for (int64_t j = 0; j < ow; j++) {
-        const Lin& t = tw[j];
-        d[j] = th[i].w0 * (t.w0 * r0[t.i0] + t.w1 * r0[t.i1]) + th[i].w1 * (t.w0 * r1[t.i0] + t.w1 * r1[t.i1]);
-      }
-    }
-  return y;
+  check_resize(x, oh, ow, "interpolate_bilinear");
+  return resample(x, linear_taps(x.size(2), oh, align_corners, scale_h),
+                  linear_taps(x.size(3), ow, align_corners, scale_w));
 }
 
 Tensor interpolate_bicubic(const Tensor& x, int64_t oh, int64_t ow, bool align_corners, double scale_h,
                            double scale_w) {
-  check_nchw(x, "interpolate_bicubic");
-  if (oh < 1 || ow < 1 || x.size(2) < 1 || x.size(3) < 1) fail("interpolate_bicubic", "bad size for " + x.str());
-  const int64_t H = x.size(2), W = x.size(3), NC = x.size(0) * x.size(1);
-  const auto th = cubic_taps(H, oh, align_corners, scale_h), tw = cubic_taps(W, ow, align_corners, scale_w);
-  Tensor y = Tensor::empty({x.size(0), x.size(1), oh, ow});
-  const float* xp = x.f32();
-  float* yp = y.f32();
-#pragma omp parallel for if (NC * oh * ow > 16384)
-  for (int64_t c = 0; c < NC; c++)
-    for (int64_t i = 0; i < oh; i++) {
-      float* d = yp + (c * oh + i) * ow;
-      for (int64_t j = 0; j < ow; j++) {
-        const Cub& t = tw[j];
-        float acc = 0;
-        for (int k = 0; k < 4; k++) {  // rows: horizontal pass first, as ATen
-          const float* r = xp + (c * H + th[i].i[k]) * W;
-          const float row = t.w[0] * r[t.i[0]] + t.w[1] * r[t.i[1]] + t.w[2] * r[t.i[2]] + t.w[3] * r[t.i[3]];
-          acc += th[i].w[k] * row;
-        }
-        d[j] = acc;
-      }
-    }
-  return y;
+  check_resize(x, oh, ow, "interpolate_bicubic");
+  return resample(x, cubic_taps(x.size(2), oh, align_corners, scale_h),
+                  cubic_taps(x.size(3), ow, align_corners, scale_w));
 }
 
 Tensor batch_norm(const Tensor& x, const Tensor& mean, const Tensor& var, const Tensor& gamma, const Tensor& beta,
