@@ -100,6 +100,9 @@ TEST(Hed, GuidesMatchA1111) {
   // the A1111 module names resolve to the same entries
   EXPECT_EQ(find_preprocessor("softedge_hed").weight_files, (std::vector<std::string>{"ControlNetHED.pth"}));
   EXPECT_EQ(find_preprocessor("scribble_hed").name, "scribble_hed");
+  EXPECT_EQ(find_preprocessor("hed").name, "softedge_hed");  // sd-webui-controlnet's older names
+  EXPECT_EQ(find_preprocessor("hed_safe").name, "softedge_hedsafe");
+  EXPECT_EQ(find_preprocessor("fake_scribble").name, "scribble_hed");
 }
 
 TEST(Hed, BadInputs) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <tuple>
 
 #include <opencv2/imgproc.hpp>
 
@@ -127,10 +128,11 @@ cv::Mat scribble_from_edges(const cv::Mat& edge_u8) {
 
 namespace fs = std::filesystem;
 
-PreprocessorInfo hed_info(const std::string& name, const std::string& desc) {
+// name: A1111's module name; legacy: its older name (sd-webui-controlnet's preprocessor_aliases).
+PreprocessorInfo hed_info(const std::string& name, const std::string& legacy, const std::string& desc) {
   PreprocessorInfo i;
   i.name = name;
-  i.a1111_names = {name};
+  i.a1111_names = {name, legacy};
   i.description = desc;
   i.weight_files = {"ControlNetHED.pth"};
   i.weights_origin = "lllyasviel/Annotators on Hugging Face (ControlNetHED.pth)";
@@ -172,13 +174,14 @@ Fn hed_fn(const PreprocessorInfo& info, Mode mode) {
 }  // namespace
 
 void add_hed(std::vector<Entry>& v) {
-  for (auto [name, desc, mode] :
-       {std::tuple{"softedge_hed", "HED soft edges (ControlNetHED.pth), sigmoid of the fused side outputs", Mode::Soft},
-        std::tuple{"softedge_hedsafe", "HED soft edges quantised by safe_step to 0, 127, 255 (fewer hidden details)",
-                   Mode::Safe},
-        std::tuple{"scribble_hed", "scribble from HED edges: non-maximum suppression, blur, threshold (white lines)",
-                   Mode::Scribble}}) {
-    PreprocessorInfo info = hed_info(name, desc);
+  const std::tuple<const char*, const char*, const char*, Mode> entries[] = {
+      {"softedge_hed", "hed", "HED soft edges (ControlNetHED.pth), sigmoid of the fused side outputs", Mode::Soft},
+      {"softedge_hedsafe", "hed_safe", "HED soft edges quantised by safe_step to 0, 127, 255 (fewer hidden details)",
+       Mode::Safe},
+      {"scribble_hed", "fake_scribble", "scribble from HED edges: non-maximum suppression, blur, threshold",
+       Mode::Scribble}};
+  for (auto& [name, legacy, desc, mode] : entries) {
+    PreprocessorInfo info = hed_info(name, legacy, desc);
     v.push_back({info, hed_fn(info, mode)});
   }
 }
