@@ -7,6 +7,7 @@
 #include "common.h"
 #include "lora/lora_apply.h"
 #include "lora/lora_bypass.h"
+#include "pipeline/easel_c.h"
 #include "pipeline/pipeline.h"
 
 using namespace easel;
@@ -310,4 +311,37 @@ TEST(LoraBypass, AutoMergesSmallAndSwitchesModes) {
   EXPECT_TRUE(snapshot(pipe->checkpoint()) == before);
   pipe->set_loras({});
   EXPECT_EQ(pipe->lora_mode(), Mode::Auto);
+}
+
+TEST(LoraCApi, SetLorasMatchesDiffusers) {
+  easel_pipeline* p = nullptr;
+  ASSERT_EQ(easel_load(test::fixture("sd1/diffusers").c_str(), &p), 0) << easel_last_error();
+  const std::string f = test::fixture("lora/sd1_kohya.safetensors");
+  const char* files[] = {f.c_str()};
+  const float unet[] = {0.8f};
+  ASSERT_EQ(easel_set_loras(p, files, unet, nullptr, 1, 2), 0) << easel_last_error();
+  easel_generate_params q;
+  easel_default_params(&q);
+  GenerateOptions o = options(false);
+  q.prompt = o.prompt.c_str(), q.negative_prompt = o.negative_prompt.c_str();
+  q.steps = o.steps, q.cfg_scale = o.cfg_scale, q.seed = o.seed, q.sampler = "euler", q.width = q.height = 64;
+  Image img;
+  img.width = img.height = 64, img.channels = 3;
+  img.pixels.resize(64 * 64 * 3);
+  ASSERT_EQ(easel_generate(p, &q, img.pixels.data()), 0) << easel_last_error();
+  test::expect_image_close(img, test::load_ref("lora/ref_pipe_kohya_0.8.safetensors").get("image_u8"));
+  // A bad file fails with its name and keeps the LoRA; bad arguments fail cleanly.
+  const std::string bad = test::fixture("lora/bad_truncated.safetensors");
+  const char* bad_files[] = {bad.c_str()};
+  EXPECT_EQ(easel_set_loras(p, bad_files, unet, nullptr, 1, 0), 1);
+  EXPECT_NE(std::string(easel_last_error()).find("bad_truncated.safetensors"), std::string::npos) << easel_last_error();
+  EXPECT_EQ(easel_set_loras(p, files, unet, nullptr, 1, 7), 1);
+  EXPECT_EQ(easel_set_loras(p, nullptr, nullptr, nullptr, 1, 0), 1);
+  std::vector<uint8_t> again(64 * 64 * 3);
+  ASSERT_EQ(easel_generate(p, &q, again.data()), 0);
+  EXPECT_TRUE(again == img.pixels);
+  EXPECT_EQ(easel_set_loras(p, nullptr, nullptr, nullptr, 0, 0), 0);  // removes them
+  ASSERT_EQ(easel_generate(p, &q, again.data()), 0);
+  EXPECT_FALSE(again == img.pixels);
+  easel_free(p);
 }

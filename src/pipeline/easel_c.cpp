@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string>
 
+#include "lora/lora_apply.h"
 #include "pipeline/pipeline.h"
 
 struct easel_pipeline {
@@ -115,6 +116,25 @@ int easel_clear_controlnets(easel_pipeline* p) {
   return guarded([&] {
     if (!p) easel::fail("c_api", "easel_clear_controlnets: null argument");
     p->control.clear();
+  });
+}
+
+int easel_set_loras(easel_pipeline* p, const char* const* files, const float* unet_strengths,
+                    const float* te_strengths, int n, int mode) {
+  return guarded([&] {
+    if (!p || n < 0 || (n > 0 && (!files || !unet_strengths))) easel::fail("c_api", "easel_set_loras: null argument");
+    if (mode < 0 || mode > 2) easel::fail("c_api", "easel_set_loras: mode must be 0 (auto), 1 (merge) or 2 (bypass)");
+    std::vector<easel::lora::LoraSpec> specs;
+    for (int i = 0; i < n; i++) {
+      if (!files[i]) easel::fail("c_api", "easel_set_loras: null file name");
+      easel::lora::LoraSpec s;
+      s.file = easel::lora::read_lora(files[i], p->p->checkpoint());
+      s.unet_strength = unet_strengths[i];
+      s.te_strength = te_strengths ? te_strengths[i] : unet_strengths[i];
+      specs.push_back(std::move(s));
+    }
+    using M = easel::Pipeline::LoraApply;
+    p->p->set_loras(specs, mode == 1 ? M::Merge : mode == 2 ? M::Bypass : M::Auto);
   });
 }
 

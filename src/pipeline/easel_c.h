@@ -41,6 +41,11 @@ int easel_set_refiner(easel_pipeline* base, easel_pipeline* refiner, float start
 int easel_add_controlnet(easel_pipeline* p, const char* model, const uint8_t* guide_rgb, int guide_w, int guide_h,
                          float strength, float start, float end, int control_mode, int resize_mode);
 int easel_clear_controlnets(easel_pipeline* p);
+/* LoRA files for later easel_generate calls on `p`, replacing any set before (n = 0 removes them), each with
+ * a UNet and a text-encoder strength (negative allowed; te_strengths NULL = the UNet's); mode 0 auto / 1 merge /
+ * 2 bypass (see the README). A failing file leaves the previous LoRAs in place. */
+int easel_set_loras(easel_pipeline* p, const char* const* files, const float* unet_strengths,
+                    const float* te_strengths, int n, int mode);
 void easel_free(easel_pipeline* p);
 /* Message of the last failed call on this thread ("" if none). */
 const char* easel_last_error(void);
