@@ -423,6 +423,27 @@ TEST(ControlNetCLI, GenerateMatchesDiffusersAndAppliesPerUnitFlags) {
             resize_image(read_image(test::fixture("controlnet/guide_b_80x48.png"), 3), 64, 64, ResizeFilter::Lanczos).pixels);
 }
 
+TEST(ControlNetCLI, AdapterAndControlLoraKinds) {
+  const std::string dir = test::temp_dir("cn_cli_kinds");
+  const std::string t2i = test::fixture("t2i_adapter");
+  // --control t2i: diffusers' StableDiffusionAdapterPipeline image (tests/test_t2i_adapter.cpp's reference).
+  cli::Run r = cli::easel(cli::gen_args(dir + "/t2i.png") + "--resize-mode just_resize --control 't2i:" + t2i +
+                          "/sd1_adapter:" + t2i + "/guide_80x72.png:0.8'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  test::expect_image_close(read_image(dir + "/t2i.png", 3),
+                           test::load_ref("t2i_adapter/ref_sd1.safetensors").get("image_u8"));
+  // --control control_lora on the tiny SDXL model runs (ComfyUI's bias rule; its parity is in test_control_lora).
+  r = cli::easel("generate -m '" + test::fixture("sdxl/sdxl_ldm.safetensors") +
+                 "' -p 'a cat' -W 64 -H 64 --steps 2 --no-hash -o '" + dir + "/cl.png' --control 'control_lora:" + t2i +
+                 "/control_lora_sdxl.safetensors:" + t2i + "/guide_cl.png:0.9'");
+  EXPECT_EQ(r.status, 0) << r.err;
+  // An SD1 adapter on SDXL: refused, naming the file.
+  r = cli::easel("generate -m '" + test::fixture("sdxl/sdxl_ldm.safetensors") + "' -p 'a cat' -W 64 -H 64 --steps 2 -o '" +
+                 dir + "/x.png' --control 't2i:" + t2i + "/sd1_adapter:" + t2i + "/guide_cl.png'");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("sd1_adapter"), std::string::npos) << r.err;
+}
+
 TEST(ControlNetCLI, BadInputsFailWithClearMessages) {
   const std::string dir = test::temp_dir("cn_cli_bad");
   const std::string out = dir + "/out.png";
