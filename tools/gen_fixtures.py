@@ -2,7 +2,7 @@
 """Writes easel's reference fixtures under tests/fixtures/ (documented in tests/fixtures/README.md).
 
 Run: /work/venv/ref/bin/python tools/gen_fixtures.py [step ...]
-Steps: tokenizer rng schedulers sd1 sd2 sdxl vae_tiling preprocess lora controlnet t2i_adapter seg_hed (default: all). Deterministic: fixed seeds, one thread.
+Steps: tokenizer rng schedulers sd1 sd2 sdxl vae_tiling preprocess lora controlnet t2i_adapter seg_hed depth openpose (default: all). Deterministic: fixed seeds, one thread.
 """
 import os
 import sys
@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fixtures import common  # noqa: E402
 
-STEPS = ["tokenizer", "rng", "schedulers", "sd1", "sd2", "sdxl", "vae_tiling", "preprocess", "lora", "vision_ops", "controlnet", "t2i_adapter", "seg_hed", "depth"]
+STEPS = ["tokenizer", "rng", "schedulers", "sd1", "sd2", "sdxl", "vae_tiling", "preprocess", "lora", "vision_ops", "controlnet", "t2i_adapter", "seg_hed", "depth", "openpose"]
 
 
 def main():
