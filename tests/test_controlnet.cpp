@@ -12,6 +12,7 @@
 #include "common.h"
 #include "control/control_unit.h"
 #include "io/safetensors.h"
+#include "lora/lora_apply.h"
 #include "pipeline/pipeline.h"
 
 using namespace easel;
@@ -137,6 +138,20 @@ TEST_F(SD1ControlNet, OneControlNet) {
   GenerateOptions o = base_options(false);
   o.control.push_back(unit("controlnet/sd1_cn", pipe_->config(), "controlnet/guide_a.png", 0.9f));
   run_and_compare(*pipe_, o, "ref_sd1_one");
+}
+
+TEST_F(SD1ControlNet, WithALora) {
+  // diffusers: load_lora_weights(sd1_kohya) at 0.8 on the UNet and text encoder; the ControlNet untouched.
+  auto pipe = Pipeline::load(test::fixture("sd1/sd1_ldm.safetensors"));
+  lora::LoraSpec spec;
+  spec.file = lora::read_lora(test::fixture("lora/sd1_kohya.safetensors"), pipe->checkpoint());
+  spec.unet_strength = spec.te_strength = 0.8f;
+  for (auto mode : {Pipeline::LoraApply::Merge, Pipeline::LoraApply::Bypass}) {
+    pipe->set_loras({spec}, mode);
+    GenerateOptions o = base_options(false);
+    o.control.push_back(unit("controlnet/sd1_cn", pipe->config(), "controlnet/guide_a.png", 0.9f));
+    run_and_compare(*pipe, o, "ref_sd1_lora");
+  }
 }
 
 TEST_F(SD1ControlNet, LllyasvielFileGivesTheSameImage) {
