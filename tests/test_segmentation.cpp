@@ -114,6 +114,22 @@ TEST(Segmentation, ImageProcessorMatchesTorchvision) {
   EXPECT_EQ(dflt(resized.data<uint8_t>(), 128, 171).shape(), (Shape{1, 3, 512, 512}));
 }
 
+TEST(Segmentation, AntialiasedResizeMatchesTorch) {
+  // torchvision's resize(uint8, bilinear, antialias=True) of the resized photo: up, down and mixed
+  WeightStore ref = test::load_ref("seg/ref.safetensors");
+  const Tensor& src = ref.get("resized");  // u8 [128, 171, 3]
+  for (auto [h, w] : {std::pair{512, 512}, {200, 150}, {64, 64}, {97, 300}}) {
+    const std::string name = std::to_string(h) + "x" + std::to_string(w);
+    Image r = read_image(fixture("seg/resize_" + name + ".png"), 3);
+    std::vector<uint8_t> ours =
+        pp::resize_bilinear_aa_u8(src.data<uint8_t>(), (int)src.size(0), (int)src.size(1), h, w);
+    ASSERT_EQ(r.pixels.size(), ours.size()) << name;
+    int diff = 0;
+    for (size_t i = 0; i < ours.size(); i++) diff += ours[i] != r.pixels[i];
+    EXPECT_EQ(diff, 0) << name;
+  }
+}
+
 TEST(Segmentation, GuideMatchesReference) {
   // processor size 64 (preprocessor_config.json beside the weights), and the default 512
   Image g64 = run(folder_with_processor_64(), photo());
