@@ -7,6 +7,8 @@
 #include <fstream>
 
 #include "common.h"
+#include <zlib.h>
+
 #include "io/image.h"
 #include "pipeline/params_text.h"
 
@@ -199,4 +201,30 @@ TEST(Cli, LoraBadInput) {
   expect_failure("--lora '" + test::fixture("lora/bad_truncated.safetensors") + "'", "bad_truncated.safetensors");
   expect_failure("--lora '" + test::fixture("lora/sdxl_kohya.safetensors") + "'", "sdxl");
   expect_failure("--lora-dir '" + test::fixture("lora") + "' -p 'a cat <lora:nosuch:1>'", "no nosuch.safetensors");
+}
+
+// A 10000x10000 PNG (header only: the size check runs before any pixel is decoded or allocated).
+TEST(Cli, PreprocessHugeImageRefusedUndecoded) {
+  auto be32 = [](std::string& s, uint32_t v) {
+    for (int i = 3; i >= 0; i--) s += char((v >> (8 * i)) & 0xff);
+  };
+  std::string ihdr = "IHDR";
+  be32(ihdr, 10000), be32(ihdr, 10000);
+  ihdr += std::string("\x08\x02\x00\x00\x00", 5);  // 8-bit RGB
+  std::string png = "\x89PNG\r\n\x1a\n";
+  be32(png, 13);
+  png += ihdr;
+  be32(png, (uint32_t)crc32(0, (const Bytef*)ihdr.data(), (uInt)ihdr.size()));
+  for (const char* tag : {"IDAT", "IEND"}) {  // empty chunks: libpng reads the header up to the first IDAT
+    be32(png, 0);
+    png += tag;
+    be32(png, (uint32_t)crc32(0, (const Bytef*)tag, 4));
+  }
+  const std::string in = tmpdir() + "/huge.png", out = tmpdir() + "/huge_out.png";
+  write_file(in, png);
+  CliRun r = easel_cli("preprocess canny '" + in + "' -o '" + out + "'");
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("10000x10000"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("nothing was decoded"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
 }

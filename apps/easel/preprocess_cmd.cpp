@@ -93,7 +93,7 @@ int run_preprocess_command() {
     std::string k = kv.substr(0, eq);
     params[k] = parse_number(k, kv.substr(eq + 1));
   }
-  Image in = read_image(a.input, 0);
+  Image in = read_image(a.input, 0, true, kMaxPreprocessPixels);  // a 10000x10000 photo is refused undecoded
   PreprocessRun run;
   run.seed = a.seed;
   run.model_path = a.model;

@@ -27,11 +27,15 @@ namespace easel {
 
 namespace {
 
-void check_dims(int64_t w, int64_t h, const std::string& name) {
+void check_dims(int64_t w, int64_t h, const std::string& name, int64_t max_pixels = kMaxImagePixels) {
   if (w <= 0 || h <= 0) fail("image", name + ": image has no pixels (" + std::to_string(w) + "x" + std::to_string(h) + ")");
   if (w > kMaxImageSide || h > kMaxImageSide || w * h > kMaxImagePixels)
     fail("image", name + ": image " + std::to_string(w) + "x" + std::to_string(h) + " is too large (at most " +
                       std::to_string(kMaxImageSide) + " pixels per side and 2^28 pixels)");
+  if (w * h > max_pixels)
+    fail("image", name + ": image " + std::to_string(w) + "x" + std::to_string(h) + " (" + std::to_string(w * h) +
+                      " pixels) is over this use's limit of " + std::to_string(max_pixels) +
+                      " pixels; downscale it first (nothing was decoded)");
 }
 
 // Whole file into memory (images are small next to the models).
@@ -118,7 +122,7 @@ bool png_read_pixels(PngReader& r, png_bytep* rows) {
   return true;
 }
 
-Image decode_png(const uint8_t* data, size_t size, const std::string& name) {
+Image decode_png(const uint8_t* data, size_t size, const std::string& name, int64_t max_pixels) {
   PngReader r;
   r.data = data;
   r.size = size;
@@ -129,7 +133,7 @@ Image decode_png(const uint8_t* data, size_t size, const std::string& name) {
   auto corrupt = [&] { fail("image", name + ": corrupt PNG data (libpng: " + std::string(r.error) + ")"); };
   png_uint_32 w = 0, h = 0;
   if (!png_read_header(r, &w, &h)) corrupt();
-  check_dims(w, h, name);  // before allocating anything of the image's size
+  check_dims(w, h, name, max_pixels);  // before allocating anything of the image's size
   int ch = 0;
   if (!png_setup(r, &ch)) corrupt();
   // Deflate expands at most 1032:1 and unpacking (1-bit palette -> RGBA) at most 32:1, so a file
@@ -205,7 +209,7 @@ inline uint8_t muldiv255(int a, int b) {
   return (uint8_t)(((t >> 8) + t) >> 8);
 }
 
-Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, int64_t max_pixels) {
   JpegReader r;
   r.cinfo.err = jpeg_std_error(&r.mgr);
   r.mgr.error_exit = jpeg_on_error;
@@ -213,7 +217,7 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name) {
   r.mgr.output_message = [](j_common_ptr) {};
   auto corrupt = [&] { fail("image", name + ": corrupt JPEG data (libjpeg: " + std::string(r.error) + ")"); };
   if (!jpeg_header(r, data, size)) corrupt();
-  check_dims(r.cinfo.image_width, r.cinfo.image_height, name);
+  check_dims(r.cinfo.image_width, r.cinfo.image_height, name, max_pixels);
   J_COLOR_SPACE src = r.cinfo.jpeg_color_space;
   bool cmyk = src == JCS_CMYK || src == JCS_YCCK;
   int ch = cmyk ? 4 : src == JCS_GRAYSCALE ? 1 : 3;
@@ -364,13 +368,14 @@ Image convert_image(const Image& img, int channels) {
   return out;
 }
 
-Image decode_image(const uint8_t* data, size_t size, const std::string& name, int channels, bool exif_transpose) {
+Image decode_image(const uint8_t* data, size_t size, const std::string& name, int channels, bool exif_transpose,
+                   int64_t max_pixels) {
   static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
   if (channels != 0 && channels != 1 && channels != 3 && channels != 4)
     fail("image", name + ": cannot convert to " + std::to_string(channels) + " channels");
   const bool png = size >= 8 && std::memcmp(data, png_sig, 8) == 0;
   if (png || (size >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff)) {
-    Image img = png ? decode_png(data, size, name) : decode_jpeg(data, size, name);
+    Image img = png ? decode_png(data, size, name, max_pixels) : decode_jpeg(data, size, name, max_pixels);
     if (exif_transpose) img = apply_orientation(img, exif_orientation(data, size, png));
     return convert_image(img, channels);
   }
@@ -378,9 +383,9 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name, in
   fail("image", name + ": not a PNG or JPEG image" + (other ? std::string(" (looks like ") + other + ")" : ""));
 }
 
-Image read_image(const std::string& path, int channels, bool exif_transpose) {
+Image read_image(const std::string& path, int channels, bool exif_transpose, int64_t max_pixels) {
   std::vector<uint8_t> bytes = read_all(path);
-  return decode_image(bytes.data(), bytes.size(), path, channels, exif_transpose);
+  return decode_image(bytes.data(), bytes.size(), path, channels, exif_transpose, max_pixels);
 }
 
 // --------------------------------------------------------------------------------------- PNG write

@@ -39,9 +39,12 @@ constexpr int64_t kMaxImagePixels = int64_t(1) << 28;
 // exif_transpose: apply the EXIF orientation (JPEG APP1, PNG eXIf) as PIL's ImageOps.exif_transpose,
 // which diffusers' load_image and A1111's img2img both do (phone photos are stored sideways).
 // Errors (easel::Error): "[image] FILE: not a PNG or JPEG image", "[image] FILE: corrupt PNG data
-// (libpng: ...)", "...: truncated JPEG data", "...: image WxH is too large ...".
-Image read_image(const std::string& path, int channels = 3, bool exif_transpose = true);
-Image decode_image(const uint8_t* data, size_t size, const std::string& name, int channels = 3, bool exif_transpose = true);
+// (libpng: ...)", "...: truncated JPEG data", "...: image WxH is too large ...". max_pixels: a caller's
+// tighter budget, checked from the header before anything of the image's size is allocated.
+Image read_image(const std::string& path, int channels = 3, bool exif_transpose = true,
+                 int64_t max_pixels = kMaxImagePixels);
+Image decode_image(const uint8_t* data, size_t size, const std::string& name, int channels = 3,
+                   bool exif_transpose = true, int64_t max_pixels = kMaxImagePixels);
 // Channel conversion with PIL's formulas (L = (19595 R + 38470 G + 7471 B + 0x8000) >> 16).
 Image convert_image(const Image& img, int channels);
 
