@@ -8,10 +8,13 @@
 // reports the smallest distances in tests/fixtures/hed/manifest.json: ~4e-5 levels and ~6e-6).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "common.h"
 #include "io/image.h"
+#include "io/safetensors.h"
 #include "preprocess/hed.h"
 #include "preprocess/preprocess.h"
 
@@ -83,6 +86,25 @@ TEST(Hed, NetworkMatchesReference) {
   Tensor ours = Tensor::empty({H, W});
   for (int i = 0; i < H * W; i++) ours.f32()[i] = (float)edge[i];
   EXPECT_TRUE(allclose(ours, re, 2e-6f, 1e-5f));
+}
+
+TEST(Hed, HalfPrecisionWeights) {
+  // lllyasviel's ControlNetHED.pth stores f16 tensors, which HEDdetector casts to f32 (.float()): f16 weights must
+  // give what their f32 values give.
+  WeightStore w = load_weights(fixture("hed/ControlNetHED.pth"));
+  std::map<std::string, Tensor> half, rounded;
+  for (auto& [k, t] : w.tensors) half[k] = t.to(DType::F16), rounded[k] = half[k].to(DType::F32);
+  const std::string d = test::temp_dir("hed_f16");
+  save_safetensors(d + "/half.safetensors", half, {});
+  save_safetensors(d + "/rounded.safetensors", rounded, {});
+  pp::HedNet a, b;
+  a.load(load_weights(d + "/half.safetensors"));
+  b.load(load_weights(d + "/rounded.safetensors"));
+  EXPECT_EQ(a.blocks[0].convs[0].weight.dtype(), DType::F16);
+  Tensor x = test::ramp({1, 3, 64, 96}, 10.0f);
+  for (int64_t i = 0; i < x.numel(); i++) x.f32()[i] = std::fmod(x.f32()[i] * 37.0f, 255.0f);
+  std::vector<Tensor> pa = a(x), pb = b(x);
+  for (int i = 0; i < 5; i++) EXPECT_TRUE(allclose(pa[i], pb[i], 1e-5f * max_abs(pb[i]), 1e-4f)) << i;
 }
 
 TEST(Hed, GuidesMatchA1111) {
