@@ -83,6 +83,56 @@ TEST(ControlNet, ModuleMatchesDiffusersSDXL) {
   }
 }
 
+TEST(ControlNet, GlobalPoolingFromTheLllyasvielYaml) {
+  // shuffle v1.1: control_v11e_sd15_shuffle.yaml sets global_average_pooling; outputs are H, W means and
+  // the unit conditions the conditional half only (diffusers forces guess mode, without its scales).
+  const std::string dir = test::temp_dir("cn_pool");
+  std::filesystem::copy_file(test::fixture("controlnet/sd1_cn_lllyasviel.safetensors"), dir + "/shuffle.safetensors");
+  std::ofstream(dir + "/shuffle.yaml") << "model:\n  params:\n    control_stage_config:\n      params:\n"
+                                          "        global_average_pooling: True\n";
+  ControlNetModel pooled = load_controlnet(dir + "/shuffle.safetensors");
+  ControlNetModel plain = load_controlnet(test::fixture("controlnet/sd1_cn_lllyasviel.safetensors"));
+  EXPECT_TRUE(pooled.config.global_pool_conditions);
+  EXPECT_FALSE(plain.config.global_pool_conditions);
+  WeightStore ref = test::load_ref("controlnet/ref_cn_sd1.safetensors");
+  Tensor sample = ref.get("sample").to(DType::F32), ctx = ref.get("encoder_hidden_states").to(DType::F32);
+  Tensor emb = plain.embed_condition(ref.get("controlnet_cond").to(DType::F32));
+  ControlNetOutput a = pooled.forward(sample, {981.0f}, ctx, emb), b = plain.forward(sample, {981.0f}, ctx, emb);
+  ASSERT_EQ(a.down.size(), b.down.size());
+  for (size_t i = 0; i <= a.down.size(); i++) {
+    const Tensor& p = i < a.down.size() ? a.down[i] : a.mid;
+    const Tensor& q = i < b.down.size() ? b.down[i] : b.mid;
+    ASSERT_EQ(p.shape(), q.shape());  // the mean at every position (diffusers' broadcast add)
+    const int64_t hw = q.size(2) * q.size(3);
+    for (int64_t c = 0; c < q.size(0) * q.size(1); c++) {
+      double m = 0;
+      for (int64_t j = 0; j < hw; j++) m += q.f32()[c * hw + j];
+      for (int64_t j = 0; j < hw; j += 3) EXPECT_NEAR(p.f32()[c * hw + j], m / hw, 1e-5) << i;
+    }
+  }
+  // In a run: the conditional half only, strength without guess-mode scales.
+  ControlUnit u;
+  u.name = "shuffle";
+  u.controlnet = std::make_shared<ControlNetModel>(std::move(pooled));
+  u.guide = read_image(test::fixture("controlnet/guide_a.png"), 3);
+  u.strength = 0.5f;
+  std::vector<ControlUnit> us{u};
+  ControlRunner r(us, 64, 64, /*cfg_on=*/true, /*guess_mode=*/false);
+  UNetExtras ex;
+  Tensor lat = sample.slice0(0, 1);
+  r.step(0, 4, lat, 981.0f, ctx, nullptr, nullptr, ex);
+  ASSERT_TRUE(ex.mid_residual);
+  Tensor gemb = plain.embed_condition(image_to_tensor01(u.guide));
+  Tensor want = plain.forward(lat, {981.0f}, ctx.slice0(1, 1), gemb).mid;  // unpooled, cond half
+  EXPECT_EQ(test::max_abs(ex.mid_residual->slice0(0, 1)), 0.0f);
+  const int64_t hw = want.size(2) * want.size(3);
+  for (int64_t c = 0; c < want.size(1); c++) {
+    double m = 0;
+    for (int64_t j = 0; j < hw; j++) m += want.f32()[c * hw + j];
+    EXPECT_NEAR(ex.mid_residual->slice0(1, 1).f32()[c * hw], 0.5 * m / hw, 1e-4) << c;
+  }
+}
+
 // ---- end to end -----------------------------------------------------------------------------
 struct E2E {
   std::string name;  // reference dump

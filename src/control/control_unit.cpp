@@ -204,8 +204,10 @@ void ControlRunner::step(size_t i, size_t n, const Tensor& model_in, float times
   for (const Prepared& p : units_) {
     const ControlUnit& u = *p.unit;
     if (!control_active(u.start, u.end, i, n)) continue;
-    // Only the conditional half gets control: diffusers' guess mode, A1111's "ControlNet is more important".
-    const bool cond_only = cfg_on_ && (guess_ || u.control_mode == ControlMode::Control);
+    // Only the conditional half gets control: diffusers' guess mode, A1111's "ControlNet is more important",
+    // and global-pooling ControlNets (shuffle: diffusers forces guess mode, A1111 conditions the cond half).
+    const bool pooled = u.controlnet && u.controlnet->config.global_pool_conditions;
+    const bool cond_only = cfg_on_ && (guess_ || pooled || u.control_mode == ControlMode::Control);
     if (u.controlnet) {
       const ControlNetModel& cn = *u.controlnet;
       ControlNetOutput o;
@@ -220,7 +222,8 @@ void ControlRunner::step(size_t i, size_t n, const Tensor& model_in, float times
         Tensor batch = B == 2 ? ops::concat({model_in, model_in}, 0) : model_in;
         o = cn.forward(batch, {timestep}, context, p.cond_embedding, text_embeds, time_ids);
       }
-      std::vector<float> s = control_scales(o.down.size() + 1, u.strength, u.control_mode, guess_);
+      // diffusers: guess-mode logspace scales only without global pooling.
+      std::vector<float> s = control_scales(o.down.size() + 1, u.strength, u.control_mode, guess_ && !pooled);
       if (down_.empty()) down_.resize(o.down.size());
       if (down_.size() != o.down.size())
         fail(kWhere, u.name + ": " + std::to_string(o.down.size()) + " residuals where another unit gave " +

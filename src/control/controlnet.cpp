@@ -188,14 +188,16 @@ ControlNetOutput ControlNetModel::forward(const Tensor& sample, const std::vecto
   }
   o.mid = controlnet_mid_block(x);
   if (trace) (*trace)("controlnet_mid_block", o.mid);
-  if (config.global_pool_conditions) {  // torch.mean(sample, dim=(2, 3), keepdim=True)
+  if (config.global_pool_conditions) {
+    // torch.mean(sample, dim=(2, 3), keepdim=True), kept at full size (the value the UNet's broadcast
+    // add would give every position), so the residuals keep the skips' shapes.
     auto pool = [](const Tensor& t) {
       const int64_t n = t.size(0) * t.size(1), hw = t.size(2) * t.size(3);
-      Tensor r = Tensor::empty({t.size(0), t.size(1), 1, 1});
+      Tensor r = Tensor::empty(t.shape());
       for (int64_t i = 0; i < n; i++) {
         double acc = 0;
         for (int64_t j = 0; j < hw; j++) acc += t.f32()[i * hw + j];
-        r.f32()[i] = (float)(acc / hw);
+        std::fill_n(r.f32() + i * hw, hw, (float)(acc / hw));
       }
       return r;
     };
@@ -441,6 +443,14 @@ ControlNetModel load_controlnet(const std::string& path, const ModelConfig* base
         (cu.projection_class_embeddings_input_dim != bu.projection_class_embeddings_input_dim))
       fail(kWhere, path + ": SDXL added conditioning of " + s(cu.projection_class_embeddings_input_dim) +
                        " inputs, the model's UNet has " + s(bu.projection_class_embeddings_input_dim));
+  }
+  // lllyasviel files keep global average pooling (the v1.1 shuffle model) in the .yaml beside them.
+  if (!fs::is_directory(path, ec)) {
+    std::ifstream yaml(fs::path(path).replace_extension(".yaml"));
+    std::string line;
+    while (yaml && std::getline(yaml, line))
+      if (line.find("global_average_pooling") != std::string::npos && line.find("True") != std::string::npos)
+        cfg->global_pool_conditions = true;
   }
   ControlNetModel m;
   m.load(w, *cfg);

@@ -70,8 +70,8 @@ struct ControlNetModel {
   Tensor embed_condition(const Tensor& guide01) const;
   // sample [B, in, h, w], timesteps (one per item or one for all), context [B, L, cross_dim],
   // cond_embedding from embed_condition ([B or 1, C0, h, w]; a batch of 1 is broadcast),
-  // SDXL: text_embeds [B, P], time_ids [B, n]. Returns the unscaled outputs (global pooling
-  // applied when the config asks for it). trace: module names as diffusers.
+  // SDXL: text_embeds [B, P], time_ids [B, n]. Returns the unscaled outputs (global pooling applied
+  // when the config asks for it: each channel's H, W mean at every position). trace: module names as diffusers.
   ControlNetOutput forward(const Tensor& sample, const std::vector<float>& timesteps, const Tensor& context,
                            const Tensor& cond_embedding, const Tensor* text_embeds = nullptr,
                            const Tensor* time_ids = nullptr, const UNetTrace* trace = nullptr) const;
@@ -98,6 +98,7 @@ WeightStore controlnet_from_ldm(const WeightStore& ldm, std::vector<std::string>
 // (.pth/.ckpt/.safetensors, "control_model.*" or bare LDM keys, v1.0 and v1.1). With `base`, the
 // ControlNet must fit that model (family, cross-attention width, SDXL added conditioning, levels):
 // otherwise an Error naming the file and both families. Missing/truncated files: Error naming the file.
+// A single file's sibling .yaml (lllyasviel's) with "global_average_pooling: True" turns on global pooling.
 ControlNetModel load_controlnet(const std::string& path, const ModelConfig* base = nullptr);
 // True when a weight store looks like a ControlNet in either layout (for `easel info` and dispatch).
 bool is_controlnet_store(const WeightStore& w);
