@@ -133,6 +133,17 @@ TEST(ControlNet, GlobalPoolingFromTheLllyasvielYaml) {
   }
 }
 
+TEST(ControlNet, Describe) {
+  std::string d = describe_controlnet(test::fixture("controlnet/sd1_cn_lllyasviel.safetensors"));
+  EXPECT_NE(d.find("layout: lllyasviel"), std::string::npos) << d;
+  EXPECT_NE(d.find("residuals: 6 down + mid"), std::string::npos) << d;
+  d = describe_controlnet(test::fixture("controlnet/sdxl_cn"));
+  EXPECT_NE(d.find("base model: SDXL"), std::string::npos) << d;
+  EXPECT_NE(d.find("attention depth per level (-1 none): [-1, 0, 1]"), std::string::npos) << d;
+  EXPECT_EQ(describe_controlnet(test::fixture("sd1/ref_unet.safetensors")), "");  // not a ControlNet
+  EXPECT_EQ(describe_controlnet(test::fixture("sd1/diffusers")), "");
+}
+
 // ---- end to end -----------------------------------------------------------------------------
 struct E2E {
   std::string name;  // reference dump

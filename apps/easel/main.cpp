@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "control/controlnet.h"
 #include "io/checkpoint.h"
 #include "io/image.h"
 #include "lora/lora_apply.h"
@@ -285,6 +286,10 @@ int main(int argc, char** argv) {
     if (*gen) return run_generate(g);
     if (*pre) return run_preprocess_command();
     if (*info) {
+      if (std::string c = describe_controlnet(info_path); !c.empty()) {  // ControlNet file or folder
+        std::cout << c;
+        return 0;
+      }
       std::string d = describe_checkpoint(info_path);
       std::cout << d;
       // A LoRA/LyCORIS file: its format, kinds, ranks, alphas, targets and kohya ss_* metadata.

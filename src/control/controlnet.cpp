@@ -387,6 +387,48 @@ bool is_controlnet_store(const WeightStore& w) {
   return false;
 }
 
+std::string describe_controlnet(const std::string& path) {
+  std::error_code ec;
+  std::string layout;
+  if (fs::is_directory(path, ec)) {
+    if (!fs::exists(fs::path(path) / "config.json", ec)) return "";
+    std::ifstream in(fs::path(path) / "config.json");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    if (text.find("\"ControlNetModel\"") == std::string::npos) return "";
+    layout = "diffusers folder";
+  } else {
+    WeightStore w = load_weights(path);
+    bool ll = false;
+    for (const char* k : {"input_hint_block.0.weight", "control_model.input_hint_block.0.weight",
+                          "state_dict.control_model.input_hint_block.0.weight"})
+      ll |= w.has(k);
+    if (!ll && !w.has("controlnet_cond_embedding.conv_in.weight")) return "";
+    layout = ll ? "lllyasviel (LDM keys)" : "diffusers keys, single file";
+  }
+  ControlNetModel m = load_controlnet(path);
+  const UNetConfig& u = m.config.unet;
+  auto list = [](const std::vector<int>& v) {
+    std::string r;
+    for (int x : v) r += (r.empty() ? "" : ", ") + std::to_string(x);
+    return "[" + r + "]";
+  };
+  std::vector<int> depth;
+  for (size_t i = 0; i < u.block_out_channels.size(); i++)
+    depth.push_back(u.down_block_types[i] == "DownBlock2D" ? -1 : u.transformer_layers_per_block[i]);
+  size_t params = 0;
+  for (auto& [k, t] : (fs::is_directory(path, ec) ? load_part_weights(path, {"diffusion_pytorch_model"})
+                                                  : load_weights(path)).tensors)
+    params += (size_t)t.numel();
+  std::string family = m.config.family == "sdxl" ? "SDXL" : m.config.family == "sd2" ? "SD2.x" : "SD1.x";
+  return "kind: ControlNet\nlayout: " + layout + "\nbase model: " + family + " (cross-attention " +
+         std::to_string(u.cross_attention_dim) + ")\nlevels: " + list(u.block_out_channels) +
+         ", layers per block " + std::to_string(u.layers_per_block) + "\nattention depth per level (-1 none): " +
+         list(depth) + ", mid block " + (m.config.mid_block_attention ? "with" : "without") +
+         " attention\nhint channels: " + list(m.config.conditioning_embedding_out_channels) +
+         "\nresiduals: " + std::to_string(m.num_down_residuals()) + " down + mid\nglobal pooling: " +
+         (m.config.global_pool_conditions ? "yes" : "no") + "\nparameters: " + std::to_string(params) + "\n";
+}
+
 ControlNetModel load_controlnet(const std::string& path, const ModelConfig* base) {
   std::error_code ec;
   if (!fs::exists(path, ec)) fail(kWhere, path + ": file not found");

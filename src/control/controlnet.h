@@ -102,5 +102,8 @@ WeightStore controlnet_from_ldm(const WeightStore& ldm, std::vector<std::string>
 ControlNetModel load_controlnet(const std::string& path, const ModelConfig* base = nullptr);
 // True when a weight store looks like a ControlNet in either layout (for `easel info` and dispatch).
 bool is_controlnet_store(const WeightStore& w);
+// For `easel info`: "" when `path` is not a ControlNet (file or diffusers folder), else its layout, base
+// family, levels, attention depths, hint channels, global pooling and parameter count.
+std::string describe_controlnet(const std::string& path);
 
 }  // namespace easel
