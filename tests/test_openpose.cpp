@@ -7,7 +7,10 @@
 // plus the error paths (missing / swapped weight files, tiny and degenerate inputs).
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -359,4 +362,30 @@ TEST(OpenPose, TinyAndElongatedInputs) {
   if (!msg.empty()) {
     EXPECT_NE(msg.find("openpose"), std::string::npos) << msg;
   }
+}
+
+// The CLI (when built): a run with --json, and a non-image input refused with a clear message (exit 1).
+TEST(OpenPose, Cli) {
+  const std::string exe = std::string(EASEL_BIN) + "/easel";
+  if (!std::ifstream(exe).good()) GTEST_SKIP() << "easel CLI not built";
+  const std::string tmp = test::temp_dir("openpose_cli");
+  const std::string in = fixture("preprocess/inputs/astronaut.png");
+  std::string cmd = exe + " preprocess openpose " + in + " -o " + tmp + "/pose.png --res 128 --model " + dir() +
+                    " --json " + tmp + "/pose.json 2>" + tmp + "/err.txt";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  const json m = manifest();
+  const Image got = read_image(tmp + "/pose.png", 3);
+  const Image want = read_image(fixture("openpose/e2e_openpose.png"), 3);
+  EXPECT_EQ(got.pixels, want.pixels);
+  std::ifstream fj(tmp + "/pose.json");
+  EXPECT_TRUE(same_json(json::parse(fj), m["e2e"][0]["json"]));
+
+  std::ofstream(tmp + "/notes.txt") << "this is not an image\n";
+  cmd = exe + " preprocess openpose " + tmp + "/notes.txt -o " + tmp + "/x.png --model " + dir() + " > " + tmp +
+        "/err.txt 2>&1";
+  const int rc = std::system(cmd.c_str());
+  EXPECT_EQ(WEXITSTATUS(rc), 1);
+  std::ifstream fe(tmp + "/err.txt");
+  const std::string err((std::istreambuf_iterator<char>(fe)), {});
+  EXPECT_NE(err.find("not a PNG or JPEG"), std::string::npos) << err;
 }
