@@ -499,6 +499,23 @@ TEST(ControlNetCLI, GenerateMatchesDiffusersAndAppliesPerUnitFlags) {
             resize_image(read_image(test::fixture("controlnet/guide_b_80x48.png"), 3), 64, 64, ResizeFilter::Lanczos).pixels);
 }
 
+TEST(ControlNetCLI, PreprocessThenGenerate) {
+  // --preprocess NAME:key=value on a photo gives the same guide as `easel preprocess`.
+  const std::string dir = test::temp_dir("cn_cli_pp");
+  const std::string photo = test::fixture("controlnet/init_image.png");
+  cli::Run r = cli::easel(cli::gen_args(dir + "/o.png") + "--control '" + cli::cn(photo) +
+                          "' --preprocess canny:low=50,high=120 --preprocess-res 64 --save-guide '" + dir + "/g.png'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = cli::easel("preprocess canny '" + photo + "' -o '" + dir + "/ref.png' --res 64 --low 50 --high 120");
+  ASSERT_EQ(r.status, 0) << r.err;
+  Image g = read_image(dir + "/g.png", 3), ref = read_image(dir + "/ref.png", 3);
+  EXPECT_EQ(g.pixels, ref.pixels);
+  EXPECT_NE(read_png_text(dir + "/o.png")[0].second.find("Module: canny"), std::string::npos);
+  r = cli::easel(cli::gen_args(dir + "/bad.png") + "--control '" + cli::cn(photo) + "' --preprocess canny:low");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("expected NAME[:key=value,...]"), std::string::npos) << r.err;
+}
+
 TEST(ControlNetCLI, AdapterAndControlLoraKinds) {
   const std::string dir = test::temp_dir("cn_cli_kinds");
   const std::string t2i = test::fixture("t2i_adapter");

@@ -49,7 +49,8 @@ void add_control_options(CLI::App* gen, ControlArgs& a) {
                   "guide of another size: just_resize | crop_resize (default) | resize_fill (A1111); per unit")
       ->multi_option_policy(all);
   gen->add_option("--preprocess", a.preprocess,
-                  "run this preprocessor (easel preprocess --list) on the unit's IMAGE first; per unit")
+                  "NAME[:key=value,...]: run this preprocessor (easel preprocess --list) on the unit's IMAGE first; "
+                  "per unit")
       ->multi_option_policy(all);
   gen->add_option("--preprocess-res", a.preprocess_res, "preprocessor resolution (default 512); per unit")
       ->multi_option_policy(all);
@@ -142,8 +143,27 @@ std::vector<std::pair<std::string, std::string>> build_control_units(const Contr
     if (!f.control_mode.empty()) u.control_mode = parse_control_mode(f.control_mode);
     if (!f.resize_mode.empty()) u.resize_mode = parse_resize_mode(f.resize_mode);
     Image photo = read_image(s.image, 3);
+    std::string module = f.preprocess;
     if (!f.preprocess.empty()) {
-      u.guide = preprocess(f.preprocess, photo, f.preprocess_res, {}, opt.seed);
+      // NAME[:key=value,key=value]
+      std::map<std::string, double> params;
+      if (size_t c = f.preprocess.find(':'); c != std::string::npos) {
+        module = f.preprocess.substr(0, c);
+        std::string rest = f.preprocess.substr(c + 1);
+        size_t p = 0;
+        while (p <= rest.size()) {
+          size_t q = rest.find(',', p);
+          std::string kv = rest.substr(p, q == std::string::npos ? std::string::npos : q - p);
+          size_t eq = kv.find('=');
+          double v;
+          if (eq == std::string::npos || !parse_double(kv.substr(eq + 1), v))
+            fail(kWhere, "--preprocess '" + f.preprocess + "': expected NAME[:key=value,...], got '" + kv + "'");
+          params[kv.substr(0, eq)] = v;
+          if (q == std::string::npos) break;
+          p = q + 1;
+        }
+      }
+      u.guide = preprocess(module, photo, f.preprocess_res, params, opt.seed);
     } else {
       u.guide = std::move(photo);
     }
@@ -162,7 +182,7 @@ std::vector<std::pair<std::string, std::string>> build_control_units(const Contr
     std::snprintf(buf, sizeof buf,
                   "Module: %s, Model: %s, Weight: %g, Resize Mode: %s, Guidance Start: %g, Guidance End: %g, "
                   "Control Mode: %s",
-                  f.preprocess.empty() ? "none" : f.preprocess.c_str(), fs::path(s.model).stem().c_str(),
+                  module.empty() ? "none" : module.c_str(), fs::path(s.model).stem().c_str(),
                   (double)u.strength, resize_mode_name(u.resize_mode), u.start, u.end,
                   control_mode_name(u.control_mode));
     info.push_back({"ControlNet " + std::to_string(i), buf});

@@ -4,7 +4,7 @@
 //
 // Per-unit flags apply to the closest --control before them; given before the first --control they
 // set the default for every unit: --control-mode balanced|prompt|control, --resize-mode
-// just_resize|crop_resize|resize_fill, --preprocess NAME (IMAGE is a photo to run it on),
+// just_resize|crop_resize|resize_fill, --preprocess NAME[:key=value,...] (IMAGE is a photo to run it on),
 // --preprocess-res N, --save-guide PATH (the guide as used, at the image size). --guess-mode is global.
 #pragma once
 #include <CLI/CLI.hpp>
