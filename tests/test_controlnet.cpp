@@ -403,6 +403,12 @@ TEST(ControlNetBadInput, RefusedWithClearErrors) {
   // An SD1 ControlNet on SDXL, and the other way round: refused, naming the file.
   EXPECT_ERROR(load_controlnet(test::fixture("controlnet/sd1_cn"), &xl), "sd1_cn: this ControlNet is for SD1.x");
   EXPECT_ERROR(load_controlnet(test::fixture("controlnet/sdxl_cn"), &sd1), "this ControlNet is for SDXL");
+  // Single files (no config.json): the family comes from the weights.
+  EXPECT_ERROR(load_controlnet(test::fixture("controlnet/sd1_cn_lllyasviel.safetensors"), &xl),
+               "sd1_cn_lllyasviel.safetensors: this ControlNet is for SD1.x (cross-attention 64, 2 levels), the "
+               "model is SDXL (cross-attention 128, 3 levels)");
+  EXPECT_ERROR(load_controlnet(test::fixture("controlnet/sdxl_cn/diffusion_pytorch_model.safetensors"), &sd1),
+               "this ControlNet is for SDXL");
   EXPECT_ERROR(load_controlnet(test::fixture("controlnet/nope.safetensors")), "nope.safetensors: file not found");
   // Not a ControlNet at all.
   EXPECT_ERROR(load_controlnet(test::fixture("sd1/ref_unet.safetensors")), "not a ControlNet");

@@ -460,10 +460,12 @@ ControlNetModel load_controlnet(const std::string& path, const ModelConfig* base
       fail(kWhere, path + ": " + s(unknown.size()) + " unexpected ControlNet keys, e.g. '" + unknown[0] + "'");
   }
   const std::string base_family = base ? (base->is_sdxl() ? "sdxl" : base->family) : "";
-  ControlNetConfig shapes = controlnet_config_from_weights(w, cfg ? cfg->family : base_family);
+  // Without config.json the family is guessed from the weights (for messages); once the ControlNet is
+  // known to fit `base`, the heads follow the base model's convention.
+  const bool from_shapes = !cfg;
+  ControlNetConfig shapes = controlnet_config_from_weights(w, cfg ? cfg->family : "");
   if (!cfg) {
     cfg = shapes;
-    if (base && base->is_sdxl()) cfg->unet.addition_time_embed_dim = base->unet.addition_time_embed_dim;
   } else if (cfg->unet.block_out_channels != shapes.unet.block_out_channels ||
              cfg->unet.layers_per_block != shapes.unet.layers_per_block ||
              cfg->unet.down_block_types != shapes.unet.down_block_types) {
@@ -485,6 +487,11 @@ ControlNetModel load_controlnet(const std::string& path, const ModelConfig* base
         (cu.projection_class_embeddings_input_dim != bu.projection_class_embeddings_input_dim))
       fail(kWhere, path + ": SDXL added conditioning of " + s(cu.projection_class_embeddings_input_dim) +
                        " inputs, the model's UNet has " + s(bu.projection_class_embeddings_input_dim));
+    if (from_shapes) {
+      cfg->family = base_family;
+      set_heads(cfg->unet, base_family);
+      if (base->is_sdxl()) cfg->unet.addition_time_embed_dim = bu.addition_time_embed_dim;
+    }
   }
   // lllyasviel files keep global average pooling (the v1.1 shuffle model) in the .yaml beside them.
   if (!fs::is_directory(path, ec)) {
