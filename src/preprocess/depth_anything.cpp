@@ -180,10 +180,19 @@ DepthAnythingV2 DepthAnythingV2::load(const std::string& path) {
         const auto& b = j["backbone_config"];
         m.heads = b.value("num_attention_heads", m.heads);
         m.eps = b.value("layer_norm_eps", m.eps);
-        if (b.contains("out_indices") && b["out_indices"].size() == 4)
+        if (b.contains("out_indices") && b["out_indices"].size() == 4) {
           for (int i = 0; i < 4; i++) m.taps[i] = b["out_indices"][i].get<int>() - 1;  // hidden_states[0] = embeddings
+        } else if (b.contains("out_features") && b["out_features"].size() == 4) {  // "stage3" = block 2
+          for (int i = 0; i < 4; i++) {
+            const std::string f = b["out_features"][i].get<std::string>();
+            if (f.rfind("stage", 0) != 0) fail("depth_anything", cfg_path.string() + ": out_features entry '" + f + "'");
+            m.taps[i] = std::stoi(f.substr(5)) - 1;
+          }
+        }
       }
-    } catch (const nlohmann::json::exception& e) {
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {  // JSON syntax or types, a malformed "stageN"
       fail("depth_anything", cfg_path.string() + ": " + e.what());
     }
   }
