@@ -177,6 +177,9 @@ TEST(DepthPreprocess, WeightLookupAndErrors) {
   const std::string unet = fixture("sd1/diffusers/unet/diffusion_pytorch_model.safetensors");
   EXPECT_ERROR(preprocess("depth_midas", photo(), 128, {}, with_model(unet)), "not a MiDaS DPT-Hybrid checkpoint");
   EXPECT_ERROR(preprocess("depth_anything_v2", photo(), 128, {}, with_model(unet)), "not a Depth Anything V2 checkpoint");
+  const std::string metric = test::temp_dir("depth_metric") + "/depth_anything_v2_metric_hypersim_vits.pth";
+  std::filesystem::copy_file(da_pth(), metric);
+  EXPECT_ERROR(preprocess("depth_anything_v2", photo(), 128, {}, with_model(metric)), "metric depth models are not supported");
   EXPECT_ERROR(preprocess("normal_midas", photo(), 128, {{"bg_threshold", 2.0}}, with_model(midas_pt())), "out of range");
 }
 

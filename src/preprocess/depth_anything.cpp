@@ -148,6 +148,10 @@ DepthAnythingV2 DepthAnythingV2::load(const std::string& path) {
   if (!is_depth_anything(raw))
     fail("depth_anything", file + ": not a Depth Anything V2 checkpoint (no '" + std::string(kOrigProbe) +
                                "' (original layout) or '" + kHfProbe + "' (transformers layout))");
+  // The metric models (depth_anything_v2_metric_*.pth) have the same keys but a sigmoid head giving distances, not
+  // the relative inverse depth the ControlNets were trained on: only their file name tells them apart.
+  if (fs::path(file).filename().string().find("metric") != std::string::npos)
+    fail("depth_anything", file + ": metric depth models are not supported (relative only)");
   const bool hf = raw.has(kHfProbe);
   m.layout = hf ? "transformers" : "original";
   m.offset_pos_interp = !hf;
