@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <set>
 
 #include "common.h"
@@ -34,7 +33,8 @@ std::string da_pth() { return fixture("depth/depth_anything_v2_vits.pth"); }
 std::string da_hf() { return fixture("depth/da_hf"); }
 std::string midas_pt() { return fixture("depth/dpt_hybrid-midas-501f0c75.pt"); }
 
-// fp32 through ~20 layers of random weights: relative error ~1e-6 per op; 2e-5 of the output's range.
+// fp32 through ~20 layers of random weights (measured: max |diff| 4e-6..6e-6 on outputs up to 1.5..6.6, about 1e-6
+// of the range): tolerance 2e-5 of the range.
 ::testing::AssertionResult close(const Tensor& a, const Tensor& b) { return allclose(a, b, 2e-5f * max_abs(b), 1e-4f); }
 
 Image photo() { return read_image(fixture("preprocess/inputs/chelsea.png"), 0); }
