@@ -389,3 +389,27 @@ TEST(OpenPose, Cli) {
   const std::string err((std::istreambuf_iterator<char>(fe)), {});
   EXPECT_NE(err.find("not a PNG or JPEG"), std::string::npos) << err;
 }
+
+// The full-size networks (random weights from tools/bench_openpose.py --dir DIR, which also writes
+// DIR/parity.safetensors): widths read from the real files' shapes, fp32 parity. Skipped unless
+// EASEL_BENCH_OPENPOSE=DIR is set (the files are ~500 MB).
+TEST(OpenPose, FullSizeParity) {
+  const char* d = std::getenv("EASEL_BENCH_OPENPOSE");
+  if (!d || !std::ifstream(std::string(d) + "/parity.safetensors").good())
+    GTEST_SKIP() << "set EASEL_BENCH_OPENPOSE (tools/bench_openpose.py --dir DIR --parity-only)";
+  const std::string D = d;
+  const WeightStore ref = load_weights(D + "/parity.safetensors");
+  BodyNet body;
+  body.load(load_weights(D + "/body_pose_model.pth"));
+  EXPECT_EQ(body.model0.back().weight.size(0), 128);
+  auto [paf, heat] = body.forward(ref.get("body_x"));
+  EXPECT_TRUE(test::allclose(paf, ref.get("body_paf"), 1e-5f * test::max_abs(ref.get("body_paf")), 1e-4f));
+  EXPECT_TRUE(test::allclose(heat, ref.get("body_heat"), 1e-5f * test::max_abs(ref.get("body_heat")), 1e-4f));
+  for (auto [file, n_out, key] : {std::tuple{"hand_pose_model.pth", 22, "hand"}, {"facenet.pth", 71, "face"}}) {
+    CpmNet net;
+    net.load(load_weights(D + "/" + file), n_out);
+    const Tensor& want = ref.get(std::string(key) + "_out");
+    EXPECT_TRUE(test::allclose(net.forward(ref.get(std::string(key) + "_x")), want, 1e-5f * test::max_abs(want), 1e-4f))
+        << key;
+  }
+}

@@ -36,12 +36,24 @@ def main():
     ap.add_argument("--dir", required=True)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parity-only", action="store_true", help="write the models and parity.safetensors, no timing")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
     body, hand, face = O.make_nets(0, tiny=False)
     paths = O.save_pth(a.dir, body, hand, face)
     det = O.detector(paths, tiny=False)
+    # Parity data for tests/test_openpose.cpp FullSizeParity (run when EASEL_BENCH_OPENPOSE=DIR is set).
+    g = torch.Generator().manual_seed(1)
+    xs = {k: torch.rand(1, 3, 64, 64, generator=g) - 0.5 for k in ("body", "hand", "face")}
+    with torch.no_grad():
+        paf, heat = det.body_estimation.model(xs["body"])
+        O.save_st(os.path.join(a.dir, "parity.safetensors"), {
+            "body_x": xs["body"], "body_paf": paf, "body_heat": heat, "hand_x": xs["hand"],
+            "hand_out": det.hand_estimation.model(xs["hand"]), "face_x": xs["face"],
+            "face_out": det.face_estimation.model(xs["face"])[-1]})
+    if a.parity_only:
+        return
     src = Image.open(os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "preprocess", "inputs",
                                   "chelsea.png")).convert("RGB")
     crop = np.ascontiguousarray(np.asarray(src.resize((128, 128), Image.LANCZOS))[:, :, ::-1])
