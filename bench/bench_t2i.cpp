@@ -80,6 +80,7 @@ T2IAdapterConfig config_of(int64_t kind) {
 void BM_T2IAdapter(benchmark::State& st) {
   const T2IAdapterConfig c = config_of(st.range(0));
   const T2IAdapter a = random_adapter(c);
+  ops::set_weight_cache_limit((size_t)64 << 30);  // the CLI's default (packed weights kept)
   const int64_t size = st.range(1);
   Tensor guide = randn({1, c.in_channels, size, size}, 9);
   for (int64_t i = 0; i < guide.numel(); i++) guide.f32()[i] = guide.f32()[i] > 0 ? 1.f : 0.f;  // an edge map
