@@ -45,7 +45,7 @@ struct CpmNet {
   std::vector<Conv> front;                  // conv1_1 .. conv5_3_CPM (pools after conv1_2, conv2_2, conv3_4)
   std::array<std::vector<Conv>, 6> stages;  // stage 1: conv6_1_CPM, conv6_2_CPM; stages 2-6: Mconv1..7_stageN
   int n_out = 0;
-  // expect_out: 22 (hand) or 71 (face); what: the file's role for messages ("hand_pose_model.pth").
+  // expect_out: 22 (hand) or 71 (face); a file with the other count (or a body model) is refused by name.
   void load(const WeightStore& w, int expect_out);
   Tensor forward(const Tensor& x) const;
 };
