@@ -5,7 +5,7 @@ StableDiffusionControlNetPipeline does per step, the hint embedding included), F
 
     python tools/bench_controlnet.py --threads 2 --reps 2 --save-cn /tmp/bench/cn15.safetensors
 """
-import argparse, json, time
+import argparse, json, statistics, time
 
 import torch
 from diffusers import ControlNetModel
@@ -49,13 +49,20 @@ def main():
             down, mid = cn(x, t, ctx, controlnet_cond=hint, conditioning_scale=1.0, return_dict=False)
             return unet(x, t, ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid)
 
-        res["unet_step_s"], res["unet_step_all"] = timed(plain, a.reps)
+        plain()
         res["peak_rss_unet_gib"] = rss_gib()
-        res["cn_unet_step_s"], res["cn_unet_step_all"] = timed(with_cn, a.reps)
+        with_cn()
         res["peak_rss_cn_gib"] = rss_gib()
+        p, c = [], []
+        for _ in range(a.reps):  # alternated, so both see the same machine load
+            p.append(timed(plain, 1, warm=False)[0])
+            c.append(timed(with_cn, 1, warm=False)[0])
+        res["unet_step_s"], res["unet_step_all"] = statistics.median(p), p
+        res["cn_unet_step_s"], res["cn_unet_step_all"] = statistics.median(c), c
+        res["cn_overhead_min"] = min(c) / min(p) - 1
         res["cn_call_tflop"] = flops(lambda: cn(x, t, ctx, controlnet_cond=hint, return_dict=False))
         res["unet_step_tflop"] = flops(plain)
-    res["cn_overhead"] = res["cn_unet_step_s"] / res["unet_step_s"] - 1
+    res["cn_overhead_median"] = res["cn_unet_step_s"] / res["unet_step_s"] - 1
     print(json.dumps(res))
 
 
