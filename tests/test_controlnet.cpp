@@ -424,6 +424,14 @@ TEST(ControlNetBadInput, RefusedWithClearErrors) {
   EXPECT_ERROR(load_controlnet(dir + "/tiny.pth"), "tiny.pth");
   // A folder without config.json.
   EXPECT_ERROR(load_controlnet(dir), "config.json");
+  // A tensor no ControlNet layer uses (e.g. a class embedding): refused, not ignored.
+  {
+    WeightStore w = load_weights(test::fixture("controlnet/sd1_cn/diffusion_pytorch_model.safetensors"));
+    w.tensors["class_embedding.linear_1.weight"] = Tensor::zeros({4, 4});
+    save_safetensors(dir + "/extra.safetensors", w.tensors);
+  }
+  EXPECT_ERROR(load_controlnet(dir + "/extra.safetensors"), "extra.safetensors: 1 tensor(s) this ControlNet layout "
+                                                            "does not use, e.g. 'class_embedding.linear_1.weight'");
 
   // Unit settings.
   auto pipe = Pipeline::load(test::fixture("sd1/sd1_ldm.safetensors"));

@@ -503,6 +503,11 @@ ControlNetModel load_controlnet(const std::string& path, const ModelConfig* base
   }
   ControlNetModel m;
   m.load(w, *cfg);
+  // Weights the model does not use mean a layout it does not implement (class embeddings, encoder_hid_proj,
+  // ...): refused rather than silently ignored.
+  if (auto unused = w.unused(); !unused.empty())
+    fail(kWhere, path + ": " + s(unused.size()) + " tensor(s) this ControlNet layout does not use, e.g. '" +
+                     unused[0] + "'");
   return m;
 }
 
