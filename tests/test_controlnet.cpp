@@ -513,6 +513,18 @@ TEST(ControlNetCLI, GenerateMatchesDiffusersAndAppliesPerUnitFlags) {
             resize_image(read_image(test::fixture("controlnet/guide_b_80x48.png"), 3), 64, 64, ResizeFilter::Lanczos).pixels);
 }
 
+TEST(ControlNetCLI, Img2ImgMatchesDiffusers) {
+  // StableDiffusionControlNetImg2ImgPipeline: strength 0.6, 5 steps, conditioning scale 1.1, end 0.7.
+  const std::string dir = test::temp_dir("cn_cli_i2i");
+  std::string args = cli::gen_args(dir + "/i2i.png");
+  args.replace(args.find("--steps 4"), 9, "--steps 5");
+  cli::Run r = cli::easel(args + "-i '" + test::fixture("controlnet/init_image.png") + "' --strength 0.6 --control '" +
+                          cli::cn(test::fixture("controlnet/guide_a.png")) + ":1.1:0:0.7'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  test::expect_image_close(read_image(dir + "/i2i.png", 3),
+                           test::load_ref("controlnet/ref_sd1_img2img.safetensors").get("image_u8"));
+}
+
 TEST(ControlNetCLI, PreprocessThenGenerate) {
   // --preprocess NAME:key=value on a photo gives the same guide as `easel preprocess`.
   const std::string dir = test::temp_dir("cn_cli_pp");
