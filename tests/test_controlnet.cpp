@@ -133,6 +133,21 @@ TEST(ControlNet, GlobalPoolingFromTheLllyasvielYaml) {
   }
 }
 
+TEST(ControlNet, V11PthWithBareKeysEqualsDiffusers) {
+  // v1.1 form: torch .pth (zip pickle), bare LDM keys; a micro model (one level, mid block without attention).
+  ControlNetModel a = load_controlnet(test::fixture("controlnet/micro_v11.pth"));
+  ControlNetModel b = load_controlnet(test::fixture("controlnet/micro_diffusers.safetensors"));
+  EXPECT_FALSE(a.config.mid_block_attention);
+  ASSERT_EQ(a.num_down_residuals(), 2u);
+  Tensor x = test::ramp({2, 4, 1, 1}, 0.2f), ctx = test::ramp({2, 3, 768}, -0.5f);
+  Tensor g = test::ramp({1, 3, 8, 8}, 0.01f);
+  ControlNetOutput oa = a.forward(x, {300.0f}, ctx, a.embed_condition(g));
+  ControlNetOutput ob = b.forward(x, {300.0f}, ctx, b.embed_condition(g));
+  for (size_t i = 0; i < oa.down.size(); i++) EXPECT_TRUE(test::allclose(oa.down[i], ob.down[i], 0, 0)) << i;
+  EXPECT_TRUE(test::allclose(oa.mid, ob.mid, 0, 0));
+  EXPECT_GT(test::max_abs(oa.mid), 0.0f);
+}
+
 TEST(ControlNet, Describe) {
   std::string d = describe_controlnet(test::fixture("controlnet/sd1_cn_lllyasviel.safetensors"));
   EXPECT_NE(d.find("layout: lllyasviel"), std::string::npos) << d;
