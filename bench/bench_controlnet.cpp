@@ -3,6 +3,7 @@
 // with its residuals, alternated rep by rep so both see the same machine load; peak RSS before and
 // after the ControlNet is loaded and run.
 //   EASEL_BENCH_MODEL=/path/sd15.safetensors EASEL_BENCH_CN=/path/cn15.safetensors build/bin/bench_controlnet [reps] [size]
+//   EASEL_LOW_MEMORY=1 EASEL_BENCH_MODEL=/path/sdxl.safetensors EASEL_BENCH_CN=/path/cnxl.safetensors build/bin/bench_controlnet 1 1024
 // Make the random models with tools/make_bench_models.py and tools/bench_controlnet.py --save-cn.
 #include <algorithm>
 #include <chrono>
@@ -35,6 +36,9 @@ int main(int argc, char** argv) {
     const int size = argc > 2 ? std::atoi(argv[2]) : 512;
     if (const char* t = std::getenv("EASEL_THREADS")) ops::set_num_threads(std::atoi(t));
     ops::set_compute_dtype(DType::F32);
+    // EASEL_LOW_MEMORY=1: no packed-weight cache (the CLI's default for SDXL, whose packed f32 weights
+    // would not fit next to the ControlNet's).
+    if (std::getenv("EASEL_LOW_MEMORY")) ops::set_weight_cache_limit(0);
     Checkpoint ck = open_checkpoint(model);
     UNet2DConditionModel unet;
     unet.load(ck.unet, ck.config.unet);
