@@ -228,3 +228,10 @@ TEST(Cli, PreprocessHugeImageRefusedUndecoded) {
   EXPECT_NE(r.err.find("nothing was decoded"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(out));
 }
+
+TEST(Cli, ControlPreprocessNeedsAnnotatorWeights) {
+  const std::string photo = test::fixture("controlnet/guide_a.png");
+  expect_failure("--control 'controlnet:" + test::fixture("controlnet/sd1_cn") + ":" + photo +
+                     "' --preprocess depth_midas --annotator-dir '" + tmpdir() + "'",
+                 "dpt_hybrid-midas-501f0c75.pt not found (searched: " + tmpdir());
+}

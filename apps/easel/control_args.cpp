@@ -56,6 +56,9 @@ void add_control_options(CLI::App* gen, ControlArgs& a) {
       ->multi_option_policy(all);
   gen->add_option("--save-guide", a.save_guide, "write the unit's guide as used (image size) to this PNG; per unit")
       ->multi_option_policy(all);
+  gen->add_option("--annotator-dir", a.annotator_dir,
+                  "folder (or file) with the neural preprocessors' weights (default: $EASEL_ANNOTATOR_DIR, "
+                  "then models/annotators)");
   gen->add_flag("--guess-mode", a.guess_mode,
                 "diffusers' guess mode: ControlNets on the conditional half only, outputs scaled by logspace(-1, 0)");
 }
@@ -142,7 +145,8 @@ std::vector<std::pair<std::string, std::string>> build_control_units(const Contr
     u.strength = s.strength, u.start = s.start, u.end = s.end;
     if (!f.control_mode.empty()) u.control_mode = parse_control_mode(f.control_mode);
     if (!f.resize_mode.empty()) u.resize_mode = parse_resize_mode(f.resize_mode);
-    Image photo = read_image(s.image, 3);
+    // A photo to preprocess gets the preprocessors' budget (checked from the header, nothing decoded).
+    Image photo = read_image(s.image, 3, true, f.preprocess.empty() ? kMaxImagePixels : kMaxPreprocessPixels);
     std::string module = f.preprocess;
     if (!f.preprocess.empty()) {
       // NAME[:key=value,key=value]
@@ -163,7 +167,10 @@ std::vector<std::pair<std::string, std::string>> build_control_units(const Contr
           p = q + 1;
         }
       }
-      u.guide = preprocess(module, photo, f.preprocess_res, params, opt.seed);
+      PreprocessRun run;
+      run.seed = opt.seed;
+      run.model_path = a.annotator_dir;
+      u.guide = preprocess(module, photo, f.preprocess_res, params, run);
     } else {
       u.guide = std::move(photo);
     }

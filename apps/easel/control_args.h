@@ -5,7 +5,8 @@
 // Per-unit flags apply to the closest --control before them; given before the first --control they
 // set the default for every unit: --control-mode balanced|prompt|control, --resize-mode
 // just_resize|crop_resize|resize_fill, --preprocess NAME[:key=value,...] (IMAGE is a photo to run it on),
-// --preprocess-res N, --save-guide PATH (the guide as used, at the image size). --guess-mode is global.
+// --preprocess-res N, --save-guide PATH (the guide as used, at the image size). --guess-mode and
+// --annotator-dir DIR (the neural preprocessors' weight files) are global.
 #pragma once
 #include <CLI/CLI.hpp>
 
@@ -19,6 +20,7 @@ namespace easel {
 
 struct ControlArgs {
   std::vector<std::string> control, control_mode, resize_mode, preprocess, preprocess_res, save_guide;
+  std::string annotator_dir;  // --annotator-dir: weights of the neural preprocessors
   bool guess_mode = false;
   CLI::App* app = nullptr;
 };

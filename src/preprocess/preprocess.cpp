@@ -168,7 +168,7 @@ std::string pp::find_weights(const PreprocessorInfo& who, const std::string& fil
   }
   fail("preprocess", who.name + ": weight file " + file + " not found (searched: " + searched + ")" +
                          (who.weights_origin.empty() ? "" : "; the original is " + who.weights_origin) +
-                         ". Pass it with --model FILE or a directory, or set EASEL_ANNOTATOR_DIR");
+                         ". Pass it (or its directory) with --model in easel preprocess, --annotator-dir in easel generate, or set EASEL_ANNOTATOR_DIR");
 }
 
 const std::vector<PreprocessorInfo>& preprocessors() {
