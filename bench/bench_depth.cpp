@@ -8,20 +8,14 @@
 #include <filesystem>
 #include <map>
 
+#include "bench_util.h"
 #include "io/image.h"
 #include "preprocess/preprocess.h"
 
 using namespace easel;
+using easel::bench::photo;
 
 namespace {
-
-const Image& photo(int s) {
-  static std::map<int, Image> cache;
-  auto it = cache.find(s);
-  if (it != cache.end()) return it->second;
-  Image src = read_image(std::string(EASEL_FIXTURES) + "/preprocess/inputs/chelsea.png", 3);
-  return cache[s] = resize_image(src, s, s);
-}
 
 // range(0): S.
 void BM_Depth(benchmark::State& st, const char* name, const char* file) {

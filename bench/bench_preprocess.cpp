@@ -3,21 +3,14 @@
 //   build/bin/bench_preprocess            (tools/bench_preprocess.py times the reference on the same input)
 #include <benchmark/benchmark.h>
 
+#include "bench_util.h"
 #include "io/image.h"
 #include "preprocess/preprocess.h"
 
 using namespace easel;
+using easel::bench::photo;
 
 namespace {
-
-// The chelsea photo (scikit-image, CC0) from the parity fixtures, resized (PIL-exact Lanczos) to SxS.
-const Image& photo(int s) {
-  static std::map<int, Image> cache;
-  auto it = cache.find(s);
-  if (it != cache.end()) return it->second;
-  Image src = read_image(std::string(EASEL_FIXTURES) + "/preprocess/inputs/chelsea.png", 3);
-  return cache[s] = resize_image(src, s, s);
-}
 
 void BM_Preprocess(benchmark::State& st, const char* name) {
   const int s = (int)st.range(0);

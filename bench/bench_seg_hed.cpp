@@ -9,20 +9,14 @@
 #include <cstdlib>
 #include <map>
 
+#include "bench_util.h"
 #include "io/image.h"
 #include "preprocess/preprocess.h"
 
 using namespace easel;
+using easel::bench::photo;
 
 namespace {
-
-const Image& photo(int s) {
-  static std::map<int, Image> cache;
-  auto it = cache.find(s);
-  if (it != cache.end()) return it->second;
-  Image src = read_image(std::string(EASEL_FIXTURES) + "/preprocess/inputs/chelsea.png", 3);
-  return cache[s] = resize_image(src, s, s);
-}
 
 std::string dir() {
   const char* d = std::getenv("EASEL_BENCH_SEG_HED");

@@ -1,10 +1,14 @@
-// Shared by the benchmark programs: peak RSS, seeded random tensors, SDXL added conditioning.
+// Shared by the benchmark programs: peak RSS, seeded random tensors, SDXL added conditioning, the
+// preprocessor benchmarks' photo.
 #pragma once
 #include <sys/resource.h>
 
+#include <map>
 #include <memory>
 #include <random>
+#include <string>
 
+#include "io/image.h"
 #include "models/config.h"
 #include "models/unet.h"
 
@@ -44,6 +48,16 @@ inline std::unique_ptr<AddedCond> added_cond(const ModelConfig& c, float size) {
   a->extras.text_embeds = &a->text_embeds;
   a->extras.time_ids = &a->time_ids;
   return a;
+}
+
+// The chelsea photo (scikit-image, CC0) from the parity fixtures, resized (PIL-exact Lanczos) to SxS; cached.
+// EASEL_FIXTURES is defined for every bench target.
+inline const Image& photo(int s) {
+  static std::map<int, Image> cache;
+  auto it = cache.find(s);
+  if (it != cache.end()) return it->second;
+  Image src = read_image(std::string(EASEL_FIXTURES) + "/preprocess/inputs/chelsea.png", 3);
+  return cache[s] = resize_image(src, s, s);
 }
 
 }  // namespace easel::bench
