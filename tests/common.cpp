@@ -95,4 +95,29 @@ void expect_image_close(const Image& img, const Tensor& u8) {
   EXPECT_LE(maxd, 2);
 }
 
+GenerateOptions tiny_options(bool sdxl) {
+  GenerateOptions o;
+  o.prompt = "a photo of a cat wearing a hat";
+  o.negative_prompt = "blurry";
+  o.cfg_scale = sdxl ? 5.0f : 7.5f;
+  o.steps = sdxl ? 5 : 4;
+  o.seed = 1234;
+  o.sampler = "euler";
+  o.width = o.height = 64;
+  return o;
+}
+
+GenerateResult generate_and_compare(const Pipeline& pipe, GenerateOptions o, const std::string& ref_name) {
+  WeightStore ref = load_ref(ref_name);
+  std::vector<Tensor> steps;
+  o.on_latents = [&](int, const Tensor& x) { steps.push_back(x.clone()); };
+  GenerateResult r = pipe.generate(o);
+  EXPECT_EQ(steps.size(), (size_t)ref.get("timesteps").numel()) << ref_name;
+  for (size_t i = 0; i < steps.size() && ref.has("latents_" + std::to_string(i)); i++)
+    EXPECT_TRUE(allclose(steps[i], ref.get("latents_" + std::to_string(i)), 6e-4f, 1e-4f)) << ref_name << " step " << i;
+  EXPECT_TRUE(allclose(r.latents, ref.get("final_latents"), 6e-4f, 1e-4f)) << ref_name;
+  expect_image_close(r.image, ref.get("image_u8"));
+  return r;
+}
+
 }  // namespace easel::test

@@ -8,6 +8,7 @@
 #include "core/tensor.h"
 #include "io/image.h"
 #include "io/weights.h"
+#include "pipeline/pipeline.h"
 
 namespace easel::test {
 
@@ -29,6 +30,14 @@ std::string temp_dir(const std::string& name);
 // An 8-bit image against a reference [H, W, 3] u8 dump: mean abs difference <= 1 (of 255), max <= 2.
 void expect_image_close(const Image& img, const Tensor& ref_u8);
 
+// The settings of the diffusers pipeline runs behind the tiny-model end-to-end references (tools/fixtures):
+// "a photo of a cat wearing a hat" / "blurry", euler, seed 1234, 64x64, cfg 7.5 and 4 steps (SD1) or 5 and 5 (SDXL).
+GenerateOptions tiny_options(bool sdxl);
+// Generates with `o` and compares with the reference dump `ref` (fixture-relative): every step's latents and the
+// final latents within the fp32 order error amplified by guidance and sigma (6e-4 + 1e-4 relative; a wrong
+// formula is off by 0.1-1), and the 8-bit image within 1/255 mean (expect_image_close). Returns the result.
+GenerateResult generate_and_compare(const Pipeline& pipe, GenerateOptions o, const std::string& ref);
+
 }  // namespace easel::test
 
 // Expects `expr` to throw an exception whose message contains `needle`.
@@ -39,5 +48,13 @@ void expect_image_close(const Image& img, const Tensor& ref_u8);
   } while (0)
 
 namespace easel::test {
+
+// The settings of the diffusers pipeline runs behind the tiny-model end-to-end references (tools/fixtures):
+// "a photo of a cat wearing a hat" / "blurry", euler, seed 1234, 64x64, cfg 7.5 and 4 steps (SD1) or 5 and 5 (SDXL).
+GenerateOptions tiny_options(bool sdxl);
+// Generates with `o` and compares with the reference dump `ref` (fixture-relative): every step's latents and the
+// final latents within the fp32 order error amplified by guidance and sigma (6e-4 + 1e-4 relative; a wrong
+// formula is off by 0.1-1), and the 8-bit image within 1/255 mean (expect_image_close). Returns the result.
+GenerateResult generate_and_compare(const Pipeline& pipe, GenerateOptions o, const std::string& ref);
 
 }  // namespace easel::test

@@ -122,23 +122,8 @@ TEST(ControlLora, PipelineMatchesDiffusers) {
   u.guide = read_image(fx("guide_cl.png"), 3);
   u.strength = 0.9f;
   u.resize_mode = ResizeMode::JustResize;
-  GenerateOptions o;
-  o.prompt = "a photo of a cat wearing a hat";
-  o.negative_prompt = "blurry";
-  o.cfg_scale = 5.0f;
+  GenerateOptions o = test::tiny_options(true);
   o.steps = 4;
-  o.seed = 1234;
-  o.sampler = "euler";
-  o.width = o.height = 64;
   o.control.push_back(u);
-  WeightStore ref = test::load_ref("t2i_adapter/ref_control_lora_sdxl.safetensors");
-  std::vector<Tensor> steps;
-  o.on_latents = [&](int, const Tensor& x) { steps.push_back(x.clone()); };
-  GenerateResult r = pipe->generate(o);
-  ASSERT_EQ(steps.size(), (size_t)ref.get("timesteps").numel());
-  // Tolerances as tests/test_controlnet.cpp (fp32 order, amplified by guidance and sigma).
-  for (size_t i = 0; i < steps.size(); i++)
-    EXPECT_TRUE(test::allclose(steps[i], ref.get("latents_" + std::to_string(i)), 6e-4f, 1e-4f)) << "step " << i;
-  EXPECT_TRUE(test::allclose(r.latents, ref.get("final_latents"), 6e-4f, 1e-4f));
-  test::expect_image_close(r.image, ref.get("image_u8"));
+  test::generate_and_compare(*pipe, o, "t2i_adapter/ref_control_lora_sdxl.safetensors");
 }

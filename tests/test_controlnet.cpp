@@ -165,17 +165,7 @@ struct E2E {
   bool sdxl = false;
 };
 
-GenerateOptions base_options(bool sdxl) {
-  GenerateOptions o;
-  o.prompt = kPrompt;
-  o.negative_prompt = "blurry";
-  o.cfg_scale = sdxl ? 5.0f : 7.5f;
-  o.steps = sdxl ? 5 : 4;
-  o.seed = 1234;
-  o.sampler = "euler";
-  o.width = o.height = 64;
-  return o;
-}
+GenerateOptions base_options(bool sdxl) { return test::tiny_options(sdxl); }
 
 ControlUnit unit(const std::string& model, const ModelConfig& base, const std::string& guide, float strength = 1.0f,
                  double start = 0.0, double end = 1.0) {
@@ -188,18 +178,9 @@ ControlUnit unit(const std::string& model, const ModelConfig& base, const std::s
   return u;
 }
 
+// Tolerances as tests/test_pipeline.cpp (a wrong residual gives errors of order 0.1-1).
 void run_and_compare(const Pipeline& pipe, GenerateOptions o, const std::string& ref_name) {
-  WeightStore ref = test::load_ref("controlnet/" + ref_name + ".safetensors");
-  std::vector<Tensor> steps;
-  o.on_latents = [&](int, const Tensor& x) { steps.push_back(x.clone()); };
-  GenerateResult r = pipe.generate(o);
-  // Tolerances as tests/test_pipeline.cpp: fp32 accumulation-order error amplified by guidance and
-  // sigma (~3e-4 at the first step); a wrong residual gives errors of order 0.1-1.
-  ASSERT_EQ(steps.size(), (size_t)ref.get("timesteps").numel());
-  for (size_t i = 0; i < steps.size(); i++)
-    EXPECT_TRUE(test::allclose(steps[i], ref.get("latents_" + std::to_string(i)), 6e-4f, 1e-4f)) << "step " << i;
-  EXPECT_TRUE(test::allclose(r.latents, ref.get("final_latents"), 6e-4f, 1e-4f));
-  test::expect_image_close(r.image, ref.get("image_u8"));
+  test::generate_and_compare(pipe, std::move(o), "controlnet/" + ref_name + ".safetensors");
 }
 
 class SD1ControlNet : public ::testing::Test {

@@ -207,30 +207,11 @@ ControlUnit adapter_unit(const std::string& model, const UNetConfig& unet, float
   return u;
 }
 
-// Tolerances as tests/test_controlnet.cpp: fp32 accumulation order amplified by guidance and sigma.
 void run_and_compare(const Pipeline& pipe, GenerateOptions o, const std::string& ref_name) {
-  WeightStore ref = test::load_ref("t2i_adapter/" + ref_name + ".safetensors");
-  std::vector<Tensor> steps;
-  o.on_latents = [&](int, const Tensor& x) { steps.push_back(x.clone()); };
-  GenerateResult r = pipe.generate(o);
-  ASSERT_EQ(steps.size(), (size_t)ref.get("timesteps").numel());
-  for (size_t i = 0; i < steps.size(); i++)
-    EXPECT_TRUE(test::allclose(steps[i], ref.get("latents_" + std::to_string(i)), 6e-4f, 1e-4f)) << "step " << i;
-  EXPECT_TRUE(test::allclose(r.latents, ref.get("final_latents"), 6e-4f, 1e-4f));
-  test::expect_image_close(r.image, ref.get("image_u8"));
+  test::generate_and_compare(pipe, std::move(o), "t2i_adapter/" + ref_name + ".safetensors");
 }
 
-GenerateOptions options(bool sdxl) {
-  GenerateOptions o;
-  o.prompt = "a photo of a cat wearing a hat";
-  o.negative_prompt = "blurry";
-  o.cfg_scale = sdxl ? 5.0f : 7.5f;
-  o.steps = sdxl ? 5 : 4;
-  o.seed = 1234;
-  o.sampler = "euler";
-  o.width = o.height = 64;
-  return o;
-}
+GenerateOptions options(bool sdxl) { return test::tiny_options(sdxl); }
 
 }  // namespace
 
