@@ -7,6 +7,7 @@
 #include <set>
 
 #include "io/diffusers_folder.h"
+#include "io/json_file.h"
 #include "io/keys_ldm.h"
 
 namespace easel {
@@ -270,15 +271,7 @@ ControlNetConfig controlnet_config_from_unet(const UNetConfig& unet, const std::
 
 ControlNetConfig parse_controlnet_config(const std::string& file) {
   using json = nlohmann::json;
-  std::ifstream in(file);
-  if (!in) fail(kWhere, file + ": file not found");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    fail(kWhere, file + ": malformed JSON: " + e.what());
-  }
-  if (!j.is_object()) fail(kWhere, file + ": expected a JSON object");
+  const json j = read_json_object(file, kWhere);
   ControlNetConfig c;
   UNetConfig& u = c.unet;
   auto has = [&](const char* k) { return j.contains(k) && !j[k].is_null(); };

@@ -11,6 +11,7 @@
 #include <regex>
 
 #include "io/diffusers_folder.h"
+#include "io/json_file.h"
 #include "ops/ops.h"
 
 namespace easel {
@@ -85,15 +86,7 @@ int get_int(const json& j, const std::string& file, const char* name, int def) {
 }
 
 T2IAdapterConfig read_config(const std::string& file) {
-  std::ifstream in(file);
-  if (!in) bad(file, "cannot open");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    bad(file, std::string("malformed JSON: ") + e.what());
-  }
-  if (!j.is_object()) bad(file, "expected a JSON object");
+  const json j = read_json_object(file, kWhere);
   if (j.contains("_class_name") && j["_class_name"].is_string() && j["_class_name"] != "T2IAdapter")
     bad(file, "is a " + j["_class_name"].get<std::string>() + " config, not a T2IAdapter");
   T2IAdapterConfig c;

@@ -8,6 +8,7 @@
 
 #include "io/checkpoint.h"
 #include "io/detect.h"
+#include "io/json_file.h"
 
 namespace easel {
 namespace fs = std::filesystem;
@@ -17,18 +18,7 @@ namespace {
 
 const char* kWhere = "diffusers";
 
-json read_json(const std::string& file) {
-  std::ifstream in(file);
-  if (!in) fail(kWhere, file + ": file not found");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    fail(kWhere, file + ": malformed JSON: " + e.what());
-  }
-  if (!j.is_object()) fail(kWhere, file + ": expected a JSON object at the top level");
-  return j;
-}
+json read_json(const std::string& file) { return read_json_object(file, kWhere); }
 
 [[noreturn]] void bad_field(const std::string& file, const std::string& name, const char* expected, const json& v) {
   fail(kWhere, file + ": field '" + name + "' should be " + expected + ", got " + v.dump());

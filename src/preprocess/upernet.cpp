@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace easel::pp {
 
@@ -33,15 +34,7 @@ namespace {
 
 using json = nlohmann::json;
 
-json read_json(const std::string& file) {
-  std::ifstream in(file);
-  if (!in) fail("upernet", file + ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail("upernet", file + ": invalid JSON (" + e.what() + ")");
-  }
-}
+json read_json(const std::string& file) { return read_json_object(file, "upernet"); }
 
 Tensor up(const Tensor& x, int64_t h, int64_t w) {
   if (x.size(2) == h && x.size(3) == w) return x;  // PyTorch copies; same values
