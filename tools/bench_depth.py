@@ -18,11 +18,9 @@ runs, 2 threads:
 """
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
@@ -30,6 +28,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_diffusers import timed  # noqa: E402
 from fixtures import depth as D  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,14 +64,6 @@ def write_da(m, d, name, pth):
     torch.save(D.hf_to_orig(sd), os.path.join(d, pth))
 
 
-def timed(fn, reps):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def main():
@@ -130,9 +121,9 @@ def main():
     for s in (512, 1024):
         D.RES = s
         for k, m in das.items():
-            t = timed(lambda: D.da_pipeline(m, photos[s], original=True), a.reps)
+            t, _ = timed(lambda: D.da_pipeline(m, photos[s], original=True), a.reps)
             print(f"reference depth_anything_v2 ({k}) {s}x{s}: {t * 1e3:9.1f} ms")
-        t = timed(lambda: det(photos[s], detect_resolution=s, image_resolution=s), a.reps)
+        t, _ = timed(lambda: det(photos[s], detect_resolution=s, image_resolution=s), a.reps)
         print(f"reference depth_midas (MidasDetector) {s}x{s}: {t * 1e3:9.1f} ms")
 
 

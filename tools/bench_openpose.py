@@ -8,7 +8,7 @@ crop (the hand runs its network at 4 scales, 184..736 px; the face at 384 px). M
     python tools/bench_openpose.py --dir /tmp/openpose_bench [--reps 3] [--threads 2]
     EASEL_BENCH_OPENPOSE=/tmp/openpose_bench build/bin/bench_openpose
 """
-import argparse, os, statistics, sys, time, warnings
+import argparse, os, sys, warnings
 
 import cv2
 import numpy as np
@@ -16,19 +16,12 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_diffusers import timed  # noqa: E402
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fixtures import openpose as O  # noqa: E402
 
 
-def timed(fn, reps):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
 
 
 def main():
@@ -58,15 +51,15 @@ def main():
                                   "chelsea.png")).convert("RGB")
     crop = np.ascontiguousarray(np.asarray(src.resize((128, 128), Image.LANCZOS))[:, :, ::-1])
     with torch.no_grad():
-        print(f"{'hand_estimate 128x128':28s} {timed(lambda: det.hand_estimation(crop), a.reps):9.1f} ms")
+        print(f"{'hand_estimate 128x128':28s} {timed(lambda: det.hand_estimation(crop), a.reps)[0] * 1e3:9.1f} ms")
         print(f"{'face_estimate 128x128':28s} "
-              f"{timed(lambda: det.face_estimation.compute_peaks_from_heatmaps(det.face_estimation(crop)), a.reps):9.1f} ms")
+              f"{timed(lambda: det.face_estimation.compute_peaks_from_heatmaps(det.face_estimation(crop)), a.reps)[0] * 1e3:9.1f} ms")
         for s in (512, 1024):
             im = np.asarray(src.resize((s, s), Image.LANCZOS))
             for module in ("openpose", "openpose_full"):
                 flags = O.MODULES[module]
                 _, js, _ = O.a1111_openpose(det, im, s, *flags)
-                ms = timed(lambda: O.a1111_openpose(det, im, s, *flags), a.reps)
+                ms = timed(lambda: O.a1111_openpose(det, im, s, *flags), a.reps)[0] * 1e3
                 print(f"{module + ' ' + str(s) + 'x' + str(s):28s} {ms:9.1f} ms  ({len(js['people'])} people)")
 
 

@@ -5,13 +5,14 @@ shuffle is timed with cv2.remap (what A1111 runs), not the fixtures' bit-exact n
 
     python tools/bench_preprocess.py [--reps 7] [--threads 2]
 """
-import argparse, os, statistics, sys, time
+import argparse, os, sys
 
 import cv2
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_diffusers import timed  # noqa: E402
 from fixtures import preprocess as P  # noqa: E402
 
 
@@ -51,13 +52,8 @@ def main():
     for s in (512, 1024):
         im = np.asarray(src.resize((s, s), Image.LANCZOS))
         for name, fn in FUNCS.items():
-            fn(im, s)
-            ts = []
-            for _ in range(a.reps):
-                t0 = time.perf_counter()
-                fn(im, s)
-                ts.append(time.perf_counter() - t0)
-            print(f"{name:18s} {s}x{s}  {statistics.median(ts) * 1e3:8.2f} ms")
+            t, _ = timed(lambda: fn(im, s), a.reps)
+            print(f"{name:18s} {s}x{s}  {t * 1e3:8.2f} ms")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ warm-up run, torch and cv2 on --threads threads.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -26,6 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 warnings.simplefilter("ignore")
+from bench_diffusers import timed  # noqa: E402
 from fixtures import seg_hed as S  # noqa: E402
 from fixtures.common import save_st, write_json  # noqa: E402
 
@@ -96,13 +95,8 @@ def main():
         for name, fn in cases.items():
             if name.endswith("(processor 512)") is False and name.startswith("seg") and s == 512:
                 continue  # same as the default
-            fn()
-            ts = []
-            for _ in range(a.reps):
-                t0 = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t0)
-            print(f"{name:30s} {s}x{s}  {statistics.median(ts) * 1e3:9.1f} ms", flush=True)
+            t, _ = timed(fn, a.reps)
+            print(f"{name:30s} {s}x{s}  {t * 1e3:9.1f} ms", flush=True)
 
 
 if __name__ == "__main__":
