@@ -158,15 +158,16 @@ void Bypasser::apply(const Checkpoint& ck, const std::vector<LoraSpec>& specs) {
   }
   // Nothing above changed any state; now swap.
   remove();
-  for (auto& [w, b] : todo) {
-    nn::set_bypass(w, b);
-    weights_.push_back(w);
-  }
+  nn::set_bypasses(todo);
+  for (auto& [w, b] : todo) weights_.push_back(w);
   n_low_rank_ = n_low;
 }
 
 void Bypasser::remove() {
-  for (const Tensor& w : weights_) nn::set_bypass(w, nullptr);
+  if (weights_.empty()) return;
+  std::vector<std::pair<Tensor, std::shared_ptr<const nn::Bypass>>> off;
+  for (const Tensor& w : weights_) off.emplace_back(w, nullptr);
+  nn::set_bypasses(off);
   weights_.clear();
   n_low_rank_ = 0;
 }

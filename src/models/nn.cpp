@@ -15,13 +15,15 @@ std::shared_ptr<const Table> g_table = std::make_shared<Table>();
 std::atomic<size_t> g_count{0};
 }  // namespace
 
-void set_bypass(const Tensor& weight, std::shared_ptr<const Bypass> b) {
+void set_bypasses(const std::vector<std::pair<Tensor, std::shared_ptr<const Bypass>>>& changes) {
   std::lock_guard<std::mutex> lk(g_mu);
-  auto t = std::make_shared<Table>(*std::atomic_load(&g_table));
-  if (b)
-    (*t)[weight.raw()] = std::move(b);
-  else
-    t->erase(weight.raw());
+  auto t = std::make_shared<Table>(*std::atomic_load(&g_table));  // one copy for the whole batch
+  for (const auto& [weight, b] : changes) {
+    if (b)
+      (*t)[weight.raw()] = b;
+    else
+      t->erase(weight.raw());
+  }
   g_count = t->size();
   std::atomic_store(&g_table, std::shared_ptr<const Table>(t));
 }

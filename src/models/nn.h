@@ -3,6 +3,8 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "io/weights.h"
 #include "ops/ops.h"
@@ -22,7 +24,8 @@ class Bypass {
   // x: the layer's input, y: its output (stride/pad: the Conv2d's; 0 for Linear).
   virtual void add(const Tensor& x, Tensor& y, int stride, int pad) const = 0;
 };
-void set_bypass(const Tensor& weight, std::shared_ptr<const Bypass> b);  // null removes
+// Registers (or, for a null addition, removes) each weight's addition, all in one table update.
+void set_bypasses(const std::vector<std::pair<Tensor, std::shared_ptr<const Bypass>>>& changes);
 const Bypass* find_bypass(const Tensor& weight);                         // null when none (fast when empty)
 size_t bypass_count();
 
