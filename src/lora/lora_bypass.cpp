@@ -27,7 +27,6 @@ struct LowRank final : nn::Bypass {
   std::vector<Term> terms;
   void add(const Tensor& x, Tensor& y, int stride, int pad) const override {
     for (const Term& t : terms) {
-      Tensor h;
       if (!conv) {  // t = x down^T [M, R]; y += t up^T (accumulated in place: no [M, out] temporary)
         const int64_t in = t.down.size(1), R = t.down.size(0), out = t.up.size(0), M = x.numel() / in;
         if (x.dtype() != DType::F32 || y.dtype() != DType::F32 || y.numel() != M * out)
@@ -35,13 +34,11 @@ struct LowRank final : nn::Bypass {
         Tensor tmp = Tensor::empty({M, R});
         dnnl_sgemm('N', 'T', M, R, in, 1.f, x.f32(), in, t.down.f32(), in, 0.f, tmp.f32(), R);
         dnnl_sgemm('N', 'T', M, out, R, 1.f, tmp.f32(), R, t.up.f32(), R, 1.f, y.f32(), out);
-        continue;
-      } else if (t.mid.defined())
-        h = ops::conv2d(ops::conv2d(ops::conv2d(x, t.down, Tensor(), 1, 0), t.mid, Tensor(), stride, pad), t.up,
-                        Tensor(), 1, 0);
-      else
-        h = ops::conv2d(ops::conv2d(x, t.down, Tensor(), stride, pad), t.up, Tensor(), 1, 0);
-      ops::add_(y, h);
+      } else {  // down (or Tucker: 1x1 down, then mid) with the layer's stride/padding, then 1x1 up
+        Tensor h = t.mid.defined() ? ops::conv2d(ops::conv2d(x, t.down, Tensor(), 1, 0), t.mid, Tensor(), stride, pad)
+                                   : ops::conv2d(x, t.down, Tensor(), stride, pad);
+        ops::add_(y, ops::conv2d(h, t.up, Tensor(), 1, 0));
+      }
     }
   }
 };
